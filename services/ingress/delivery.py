@@ -1,0 +1,212 @@
+"""The delivery worker: relays queued mail to its routes (SPEC §1).
+
+It pulls from the PERIMETER_QUEUE work queue and acknowledges an entry only
+once every recipient has an answer from its route: 2xx delivered, 5xx
+failed for good (kept in PERIMETER_FAILED for the operator), 4xx or no
+answer retried with exponential backoff. When some recipients are done and
+others must wait, the rest is queued again as a new generation of the same
+message, so a retry never delivers twice to anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from contextlib import suppress
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.ingress.relay import RecipientResult, RelayPool, RouteError
+from services.ingress.spool import Queued, Spool
+from shared.bodies import Bodies
+from shared.bus import Bus
+from shared.settings import Environment, split_hostport
+from shared.store import QUEUE_STREAM, QUEUE_SUBJECTS
+from shared.watch import StoreView
+
+log = logging.getLogger(__name__)
+
+DURABLE = "delivery"
+Route = tuple[str, int]
+
+
+class Delivery:
+    def __init__(
+        self,
+        env: Environment,
+        bus: Bus,
+        view: StoreView,
+        spool: Spool,
+        bodies: Bodies,
+        pool: RelayPool,
+    ) -> None:
+        self.env = env
+        self.bus = bus
+        self.view = view
+        self.spool = spool
+        self.bodies = bodies
+        self.pool = pool
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=300.0, max_ack_pending=10_000
+        )
+        self._sub = await self.bus.js.pull_subscribe(
+            QUEUE_SUBJECTS, durable=DURABLE, stream=QUEUE_STREAM, config=config
+        )
+        self._runner = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop fetching; let deliveries under way finish."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._runner
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+
+    async def _run(self) -> None:
+        capacity = self.env.delivery_concurrency
+        while True:
+            free = capacity - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._sub.fetch(min(free, 64), timeout=5.0)
+            except (NatsTimeout, asyncio.TimeoutError):
+                continue
+            except Exception:
+                log.exception("fetching from the queue failed")
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._deliver(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, msg: Msg) -> None:
+        try:
+            item = Queued.decode(msg.data)
+        except Exception:
+            log.exception("dropping an unreadable queue entry")
+            await msg.term()
+            return
+        try:
+            await self._attempt(msg, item)
+        except Exception:
+            log.exception("delivery of %s failed; will retry", item.id)
+            await msg.nak(delay=self._backoff(msg))
+
+    async def _attempt(self, msg: Msg, item: Queued) -> None:
+        body = item.body if item.body is not None else b""
+        if item.body_ref:
+            body = await self.bodies.get(item.body_ref)
+        message = item.prepend + body
+        results = await self._relay(item, message)
+        done = [r for r, res in results.items() if res.delivered]
+        failed = [r for r, res in results.items() if res.permanent]
+        waiting = [r for r in item.recipients if r not in done and r not in failed]
+        for rcpt in done:
+            log.info("%s delivered to <%s>", item.id, rcpt)
+        if waiting and time.time() - item.received > self.env.delivery_max_age:
+            failed, waiting = failed + waiting, []
+        await self._settle(msg, item, results, failed, waiting, partial=bool(done))
+
+    async def _settle(
+        self,
+        msg: Msg,
+        item: Queued,
+        results: dict[str, RecipientResult],
+        failed: list[str],
+        waiting: list[str],
+        partial: bool,
+    ) -> None:
+        if failed:
+            await self._fail(item, results, failed)
+        if waiting and not (partial or failed):
+            delay = self._backoff(msg)
+            log.info("%s deferred %.0fs: %s", item.id, delay, _first_error(results))
+            await msg.nak(delay=delay)
+            return
+        if waiting:
+            await self.spool.enqueue(_next_generation(item, waiting))
+        elif item.body_ref and not failed:
+            await self.bodies.drop(item.body_ref)
+        await msg.ack_sync()
+
+    async def _fail(
+        self, item: Queued, results: dict[str, RecipientResult], failed: list[str]
+    ) -> None:
+        error = "; ".join(f"<{r}>: {_text(results.get(r))}" for r in failed)
+        log.warning("%s failed: %s", item.id, error)
+        kept = _next_generation(item, failed)
+        kept.error = error
+        await self.spool.fail(kept)
+
+    async def _relay(self, item: Queued, message: bytes) -> dict[str, RecipientResult]:
+        results: dict[str, RecipientResult] = {}
+        for route, recipients in self._routes(item.recipients).items():
+            if route is None:
+                for rcpt in recipients:
+                    results[rcpt] = RecipientResult(554, "no route to the domain")
+                continue
+            results.update(await self._send(route, item, recipients, message))
+        return results
+
+    async def _send(
+        self, route: Route, item: Queued, recipients: list[str], message: bytes
+    ) -> dict[str, RecipientResult]:
+        try:
+            return await self.pool.send(route, item.sender, recipients, message)
+        except RouteError as exc:
+            return {r: RecipientResult(exc.code, exc.message) for r in recipients}
+
+    def _routes(self, recipients: list[str]) -> dict[Route | None, list[str]]:
+        """Group recipients by the route their domain is delivered to."""
+        groups: dict[Route | None, list[str]] = defaultdict(list)
+        for rcpt in recipients:
+            groups[self.route_for(rcpt.rpartition("@")[2].lower())].append(rcpt)
+        return groups
+
+    def route_for(self, domain: str) -> Route | None:
+        entry = self.view.lists.relay_domain(domain)
+        if entry is not None:
+            return split_hostport(entry.route, 25)
+        if self.env.smarthost:
+            return split_hostport(self.env.smarthost, 25)
+        return None
+
+    def _backoff(self, msg: Msg) -> float:
+        attempts = msg.metadata.num_delivered or 1
+        delay = self.env.delivery_retry_base * 2 ** (attempts - 1)
+        return float(min(delay, self.env.delivery_retry_max))
+
+
+def _next_generation(item: Queued, recipients: list[str]) -> Queued:
+    return Queued(
+        id=item.id,
+        sender=item.sender,
+        recipients=recipients,
+        prepend=item.prepend,
+        body=item.body,
+        body_ref=item.body_ref,
+        client=item.client,
+        received=item.received,
+        generation=item.generation + 1,
+    )
+
+
+def _text(result: RecipientResult | None) -> str:
+    return f"{result.code} {result.message}" if result else "no answer"
+
+
+def _first_error(results: dict[str, RecipientResult]) -> str:
+    errors = (_text(r) for r in results.values() if not r.delivered)
+    return next(errors, "")

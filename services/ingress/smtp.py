@@ -1,0 +1,139 @@
+"""aiosmtpd's SMTP with the stages aiosmtpd has no hook for.
+
+aiosmtpd has no connect hook, reads DATA a line at a time, and answers a
+few cases with texts of its own; this subclass adds the connect stage
+(after a PROXY header from a trusted proxy), reads DATA in bulk, and gives
+the catalog's replies, so `Gateway` sees every stage of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.proxy_protocol import get_proxy
+from aiosmtpd.smtp import SMTP, Session, syntax
+
+from services.ingress.data import read_data
+from shared import replies
+from shared.logs import session_id
+from shared.messages import Check
+from shared.messages import Session as BusSession
+from shared.rules import Stage
+
+if TYPE_CHECKING:
+    from services.ingress.gateway import Gateway, Transaction
+
+log = logging.getLogger(__name__)
+
+_PROXY_TIMEOUT = 10.0
+
+
+class GatewaySession(Session):
+    """aiosmtpd's session with what the stages need to carry."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.bus = BusSession(id=secrets.token_hex(6), client="")
+        self.checks: list[tuple[Stage, Check]] = []
+        self.results: dict[str, str] = {}
+        self.transaction: Transaction | None = None
+
+
+class GatewaySMTP(SMTP):
+    """One SMTP connection to the gateway."""
+
+    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+        super().__init__(gateway, **kwargs)
+        self.gateway = gateway
+        self._close_after_reply = False
+
+    def _create_session(self) -> GatewaySession:
+        return GatewaySession(self.loop)
+
+    def gateway_session(self) -> GatewaySession:
+        # A method, not a property: aiosmtpd's __init__ reads every
+        # attribute of the instance before a session exists.
+        assert isinstance(self.session, GatewaySession)
+        return self.session
+
+    async def _handle_client(self) -> None:
+        session = self.gateway_session()
+        session_id.set(session.bus.id)
+        self.gateway.sessions.add(self)
+        try:
+            session.bus.client = await self._client_address()
+            refusal = await self.gateway.connect(self, session)
+            if refusal is not None:
+                await self.push(refusal)
+                self._close()
+                return
+            await super()._handle_client()
+        finally:
+            self.gateway.sessions.discard(self)
+            await self.gateway.session_ended(session)
+
+    async def _client_address(self) -> str:
+        """The peer's address, or the one a trusted proxy vouches for."""
+        peer = str(ip_address(self.gateway_session().peer[0]))
+        if not self.gateway.trusts_proxy(peer):
+            return peer
+        async with asyncio.timeout(_PROXY_TIMEOUT):
+            proxied = await get_proxy(self._reader)
+        if not proxied.valid or proxied.src_addr is None:
+            log.warning("invalid PROXY header from %s", peer)
+            raise ConnectionAbortedError("invalid PROXY header")
+        self.gateway_session().proxy_data = proxied
+        return str(ip_address(proxied.src_addr))
+
+    def close_after_reply(self) -> None:
+        self._close_after_reply = True
+
+    async def push(self, status: str | bytes) -> None:
+        await super().push(status)
+        if self._close_after_reply:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def check_helo_needed(self, helo: str = "HELO") -> bool:
+        # helo_required is a rule with a mode (SPEC §3), decided at MAIL by
+        # the reputation service, not a fixed protocol error.
+        return False
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: say why before closing.
+        if self.transport is not None:
+            self.transport.write(replies.TIMEOUT.render().encode() + b"\r\n")
+        super()._timeout_cb()
+
+    def shut_down(self) -> None:
+        """SPEC §4: every open session hears 421 when the gateway stops."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(replies.SHUTTING_DOWN.render().encode() + b"\r\n")
+            self.transport.close()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        assert self.envelope is not None
+        if not self.envelope.mail_from:
+            await self.push(replies.NEED_MAIL.render())
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT.render())
+            return
+        if arg:
+            await self.push(replies.SYNTAX_ERROR.render())
+            return
+        await self.push(replies.START_DATA.render())
+        settings = self.gateway.settings
+        self._reset_timeout(settings.data_timeout)
+        data = await read_data(self._reader, settings.max_message_size)
+        status = await self.gateway.handle_data(self, self.gateway_session(), self.envelope, data)
+        self._set_post_data_state()
+        await self.push(status)

@@ -1,0 +1,68 @@
+"""The reputation service: connect, HELO, AUTH, MAIL and RCPT verdicts.
+
+Replicas answer in the NATS queue group `reputation`, so any number of them
+share the work; what must agree across them lives in JetStream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.aio.msg import Msg
+
+from services.reputation.context import Context
+from services.reputation.stages import STAGES
+from shared import metrics
+from shared.bus import REPUTATION_GROUP, Bus, stage_subject
+from shared.evaluate import evaluate
+from shared.lists import seed_defaults
+from shared.logs import session_id
+from shared.messages import Outcome, StageRequest, Verdict, WireError
+from shared.service import start_health, stop_health
+from shared.settings import Environment
+from shared.store import ensure_store
+from shared.watch import StoreView
+
+log = logging.getLogger(__name__)
+
+
+class Reputation:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    async def start(self) -> None:
+        self.bus = await Bus.connect(self.env.nats_url, "perimeter-reputation")
+        await ensure_store(self.bus.js, self.env.js_replicas)
+        await seed_defaults(self.bus.js)
+        self.view = StoreView(self.bus.js)
+        await self.view.start()
+        for stage in STAGES:
+            await self.bus.serve(stage_subject(stage), REPUTATION_GROUP, self._answer)
+        self._health = await start_health(self.env, lambda: self.bus.connected)
+
+    async def stop(self) -> None:
+        await stop_health(self._health)
+        await self.view.stop()
+        await self.bus.close()
+
+    async def _answer(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        try:
+            request = StageRequest.decode(msg.data)
+        except WireError:
+            log.warning("unreadable request on %s", msg.subject)
+            await msg.respond(Verdict(Outcome.TEMPFAIL).encode())
+            return
+        session_id.set(request.session.id)
+        verdict = await self.verdict(request)
+        await msg.respond(verdict.encode())
+        elapsed = time.perf_counter() - started
+        metrics.STAGE_SECONDS.labels(stage=request.stage.value).observe(elapsed)
+
+    async def verdict(self, request: StageRequest) -> Verdict:
+        ctx = Context(request, self.view.lists, self.view.settings)
+        steps = STAGES[request.stage]
+        verdict = await evaluate(steps, ctx, ctx.settings, request.stage.value)
+        verdict.results.update(ctx.results)
+        return verdict

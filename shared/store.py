@@ -1,0 +1,129 @@
+"""The JetStream names Perimeter uses, and their creation.
+
+Every service calls `ensure_store` at start; creation is idempotent, so the
+first process up makes the streams and buckets and the others find them.
+
+| name                  | kind         | holds                                   |
+|-----------------------|--------------|-----------------------------------------|
+| perimeter_lists       | KV           | list entries, key `{list}.{id}`         |
+| perimeter_settings    | KV           | the settings document, key `current`    |
+| PERIMETER_QUEUE       | work queue   | accepted mail waiting for delivery      |
+| PERIMETER_FAILED      | limits       | mail whose delivery failed for good     |
+| perimeter_bodies      | object store | bodies too big to travel inline         |
+| PERIMETER_COUNTERS    | counters     | rate, dictionary and AUTH-failure counts|
+| PERIMETER_DECISIONS   | limits       | one decision record per transaction     |
+| PERIMETER_AUDIT       | limits       | every change to a list or a setting     |
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger(__name__)
+
+LISTS_BUCKET = "perimeter_lists"
+SETTINGS_BUCKET = "perimeter_settings"
+SETTINGS_KEY = "current"
+SEEDED_KEY = "seeded"
+BODIES_BUCKET = "perimeter_bodies"
+
+QUEUE_STREAM = "PERIMETER_QUEUE"
+QUEUE_SUBJECTS = "perimeter.queue.>"
+FAILED_STREAM = "PERIMETER_FAILED"
+FAILED_SUBJECTS = "perimeter.failed.>"
+COUNTERS_STREAM = "PERIMETER_COUNTERS"
+COUNTERS_SUBJECTS = "perimeter.counter.>"
+DECISIONS_STREAM = "PERIMETER_DECISIONS"
+DECISIONS_SUBJECTS = "perimeter.decisions.>"
+AUDIT_STREAM = "PERIMETER_AUDIT"
+AUDIT_SUBJECTS = "perimeter.audit.>"
+
+DAY = 86_400.0
+
+
+def _streams(replicas: int) -> list[StreamConfig]:
+    file = StorageType.FILE
+    return [
+        StreamConfig(
+            name=QUEUE_STREAM,
+            subjects=[QUEUE_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=FAILED_STREAM,
+            subjects=[FAILED_SUBJECTS],
+            storage=file,
+            num_replicas=replicas,
+            max_age=30 * DAY,
+        ),
+        StreamConfig(
+            name=COUNTERS_STREAM,
+            subjects=[COUNTERS_SUBJECTS],
+            storage=file,
+            num_replicas=replicas,
+            allow_msg_counter=True,
+            allow_direct=True,
+            max_age=2 * DAY,
+        ),
+        StreamConfig(
+            name=DECISIONS_STREAM,
+            subjects=[DECISIONS_SUBJECTS],
+            storage=file,
+            num_replicas=replicas,
+            max_age=7 * DAY,
+            max_bytes=1 << 30,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=AUDIT_STREAM,
+            subjects=[AUDIT_SUBJECTS],
+            storage=file,
+            num_replicas=replicas,
+            max_age=365 * DAY,
+        ),
+    ]
+
+
+async def ensure_store(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create every stream and bucket Perimeter needs, if missing."""
+    for config in _streams(replicas):
+        await _ensure_stream(js, config)
+    for bucket in (LISTS_BUCKET, SETTINGS_BUCKET):
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
+        )
+    await js.create_object_store(
+        BODIES_BUCKET,
+        ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas, ttl=7 * DAY),
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        # 10058: a stream by that name exists with another configuration;
+        # an operator may have tuned limits, which we leave alone.
+        if exc.err_code != 10058:
+            raise
+        log.debug("stream %s exists with another configuration", config.name)

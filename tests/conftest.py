@@ -1,0 +1,61 @@
+"""Fixtures shared by the end-to-end tests: the product on free loopback
+ports with its own nats-server, a DNS server on loopback, a route."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.dnsserver import (  # noqa: F401
+    DnsServer,
+    dns_server,
+    dns_server_session,
+    resolver,
+)
+from tests.support.operator import Operator
+from tests.support.sink import Sink
+from tests.support.stack import Product, product
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def gateway(dns_server_session: DnsServer) -> Iterator[Product]:
+    """One running product for the end-to-end tests that share it."""
+    running = product(dns_port=dns_server_session.address[1])
+    running.start()
+    yield running
+    running.stop()
+    running.nats.stop()
+
+
+@pytest.fixture(scope="session")
+async def operator(gateway: Product) -> AsyncIterator[Operator]:
+    client = Operator(gateway)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+async def route() -> AsyncIterator[Sink]:
+    """The organisation's mail server behind the gateway."""
+    sink = Sink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+@pytest.fixture
+async def relay_domain(operator: Operator, route: Sink) -> str:
+    """A fresh relay domain delivered to `route`, unique to the test."""
+    name = f"d{next(_names)}.example"
+    await operator.add("relay_domains", name, route=route.route, verify="none")
+    return name
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short token no other test uses, for addresses and subjects."""
+    return f"u{next(_names)}"
