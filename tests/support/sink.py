@@ -61,9 +61,8 @@ class Sink:
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         content = envelope.original_content or b""
-        self.messages.append(
-            Delivered(envelope.mail_from or "", list(envelope.rcpt_tos), content)
-        )
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
+        self.messages.append(Delivered(sender, list(envelope.rcpt_tos), content))
         return "250 2.0.0 Ok"
 
     async def wait_for(self, recipient: str, timeout: float = 10.0) -> Delivered:

@@ -7,6 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.natsserver import NatsServer, free_port
 from tools.stack import Stack, wait_listening
@@ -28,6 +29,7 @@ class Product:
     replicas: dict[str, int] = field(default_factory=dict)
     stack: Stack | None = None
     log_path: str = ""
+    _log: BinaryIO | None = None
 
     @property
     def smtp(self) -> tuple[str, int]:
@@ -39,8 +41,9 @@ class Product:
         return "http://" + self.env["PERIMETER_ADMIN_LISTEN"]
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - held by the stack
-        self.stack = Stack(dict(self.env), self.replicas, output=log.fileno())
+        if self._log is None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.stack = Stack(dict(self.env), self.replicas, output=self._log.fileno())
         self.stack.start()
         wait_listening(*self.smtp, timeout=60)
         host, port = self.env["PERIMETER_ADMIN_LISTEN"].split(":")
