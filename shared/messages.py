@@ -126,7 +126,9 @@ class Verdict:
                 "outcome": self.outcome.value,
                 "rule": self.rule.value if self.rule else None,
                 "values": self.values,
-                "checks": [[c.rule, c.result.value, c.ms, c.detail] for c in self.checks],
+                "checks": [
+                    [c.rule, c.result.value, c.ms, c.detail] for c in self.checks
+                ],
                 "results": self.results,
             }
         )

@@ -57,18 +57,14 @@ RULE_REPLIES: dict[Rule, Reply] = {
         "The sender is blacklisted due to repeated auth failures",
         close=True,
     ),
-    Rule.HELO_IP: Reply(
-        550, "5.7.1", "The sender presented HELO as an IP address"
-    ),
+    Rule.HELO_IP: Reply(550, "5.7.1", "The sender presented HELO as an IP address"),
     Rule.HELO_REQUIRED: Reply(
         503, "5.5.1", "The sender did not present a HELO/EHLO greeting"
     ),
     Rule.AUTH_ONCE: Reply(
         503, "5.5.1", "Authentication is allowed only once per message"
     ),
-    Rule.RATE_LIMIT: Reply(
-        451, "4.7.1", "You can only send {limit} msgs per {period}"
-    ),
+    Rule.RATE_LIMIT: Reply(451, "4.7.1", "You can only send {limit} msgs per {period}"),
     Rule.BANNED_DOMAIN: Reply(550, "5.7.1", "The domain {domain} is banned"),
     Rule.DICTIONARY_ATTACK: Reply(
         550, "5.7.1", "Dictionary attack detected", close=True
@@ -79,25 +75,15 @@ RULE_REPLIES: dict[Rule, Reply] = {
         "Legitimate bounces are never sent to more than one recipient.",
         close=True,
     ),
-    Rule.RESTRICTED_CHARACTERS: Reply(
-        550, "5.1.3", "Restricted characters in address"
-    ),
+    Rule.RESTRICTED_CHARACTERS: Reply(550, "5.1.3", "Restricted characters in address"),
     Rule.RELAY: Reply(550, "5.7.1", "Relay not permitted"),
     Rule.RBL: Reply(554, "5.7.1", "The sender is in a black list {zone}"),
-    Rule.RDNS: Reply(
-        550, "5.7.25", "The sender {ip} has no reverse DNS record"
-    ),
+    Rule.RDNS: Reply(550, "5.7.25", "The sender {ip} has no reverse DNS record"),
     Rule.SENDER_VERIFICATION: Reply(550, "5.1.7", "Sender verification failed"),
-    Rule.UNKNOWN_RECIPIENT: Reply(
-        550, "5.1.1", "The email address does not exist"
-    ),
-    Rule.RECIPIENT_VERIFICATION: Reply(
-        550, "5.1.1", "Recipient verification failed"
-    ),
+    Rule.UNKNOWN_RECIPIENT: Reply(550, "5.1.1", "The email address does not exist"),
+    Rule.RECIPIENT_VERIFICATION: Reply(550, "5.1.1", "Recipient verification failed"),
     Rule.SPF: Reply(550, "5.7.23", "The message failed SPF checks"),
-    Rule.BLOCKED_EXTENSION: Reply(
-        554, "5.7.1", "Blacklisted file extension detected."
-    ),
+    Rule.BLOCKED_EXTENSION: Reply(554, "5.7.1", "Blacklisted file extension detected."),
     Rule.ANTIVIRUS: Reply(
         554, "5.7.1", "The message was rejected due to security policies"
     ),
@@ -130,4 +116,6 @@ NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command")
 NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command")
 SYNTAX_ERROR = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")
+AUTH_MALFORMED = Reply(501, "5.5.2", "Cannot decode the authentication data")
+AUTH_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection", close=True)

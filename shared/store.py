@@ -10,7 +10,7 @@ first process up makes the streams and buckets and the others find them.
 | PERIMETER_QUEUE       | work queue   | accepted mail waiting for delivery      |
 | PERIMETER_FAILED      | limits       | mail whose delivery failed for good     |
 | perimeter_bodies      | object store | bodies too big to travel inline         |
-| PERIMETER_COUNTERS    | counters     | rate, dictionary and AUTH-failure counts|
+| PERIMETER_EVENTS      | limits + TTL | rate, dictionary and AUTH-failure events|
 | PERIMETER_DECISIONS   | limits       | one decision record per transaction     |
 | PERIMETER_AUDIT       | limits       | every change to a list or a setting     |
 """
@@ -42,8 +42,8 @@ QUEUE_STREAM = "PERIMETER_QUEUE"
 QUEUE_SUBJECTS = "perimeter.queue.>"
 FAILED_STREAM = "PERIMETER_FAILED"
 FAILED_SUBJECTS = "perimeter.failed.>"
-COUNTERS_STREAM = "PERIMETER_COUNTERS"
-COUNTERS_SUBJECTS = "perimeter.counter.>"
+EVENTS_STREAM = "PERIMETER_EVENTS"
+EVENTS_SUBJECTS = "perimeter.event.>"
 DECISIONS_STREAM = "PERIMETER_DECISIONS"
 DECISIONS_SUBJECTS = "perimeter.decisions.>"
 AUDIT_STREAM = "PERIMETER_AUDIT"
@@ -71,13 +71,13 @@ def _streams(replicas: int) -> list[StreamConfig]:
             max_age=30 * DAY,
         ),
         StreamConfig(
-            name=COUNTERS_STREAM,
-            subjects=[COUNTERS_SUBJECTS],
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_SUBJECTS],
             storage=file,
             num_replicas=replicas,
-            allow_msg_counter=True,
-            allow_direct=True,
+            allow_msg_ttl=True,
             max_age=2 * DAY,
+            max_msgs_per_subject=100_000,
         ),
         StreamConfig(
             name=DECISIONS_STREAM,

@@ -21,9 +21,22 @@ from tests.support.stack import Product, product
 _names = itertools.count(1)
 
 
+# The part of the DNS every end-to-end test relies on: the loopback client
+# has a PTR that confirms forward, and the senders the tests use have mail
+# hosts. Everything else answers NXDOMAIN, the DNSBLs included.
+WORLD = [
+    ("127.0.0.1", "PTR", "localhost."),
+    ("localhost", "A", "127.0.0.1"),
+    ("sender.example", "MX", "10 mx.sender.example."),
+    ("mx.sender.example", "A", "192.0.2.25"),
+    ("x.example", "A", "192.0.2.26"),
+]
+
+
 @pytest.fixture(scope="session")
 def gateway(dns_server_session: DnsServer) -> Iterator[Product]:
     """One running product for the end-to-end tests that share it."""
+    dns_server_session.baseline(WORLD)
     running = product(dns_port=dns_server_session.address[1])
     running.start()
     yield running

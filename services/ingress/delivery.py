@@ -76,7 +76,9 @@ class Delivery:
         while True:
             free = capacity - len(self._tasks)
             if free <= 0:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    set(self._tasks), return_when=asyncio.FIRST_COMPLETED
+                )
                 continue
             try:
                 msgs = await self._sub.fetch(min(free, 64), timeout=5.0)

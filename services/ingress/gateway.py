@@ -91,7 +91,11 @@ class Gateway:
         return reply
 
     async def handle_HELO(
-        self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope, hostname: str
+        self,
+        server: GatewaySMTP,
+        session: GatewaySession,
+        envelope: Envelope,
+        hostname: str,
     ) -> str:
         refusal = await self._helo(server, session, hostname)
         return refusal or f"250 {self.env.hostname}"
@@ -153,7 +157,9 @@ class Gateway:
             return replies.TOO_BIG.render()
         await self._end_transaction(session, "aborted")
         session.transaction = Transaction(sender)
-        verdict = await self._ask(StageRequest(Stage.MAIL, session.bus, sender), session)
+        verdict = await self._ask(
+            StageRequest(Stage.MAIL, session.bus, sender), session
+        )
         reply = self._reply(verdict, server)
         if reply is not None:
             await self._end_transaction(session, _outcome(verdict), reply)
@@ -189,7 +195,11 @@ class Gateway:
         return replies.RECIPIENT_OK.render()
 
     async def handle_data(
-        self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope, data: Data
+        self,
+        server: GatewaySMTP,
+        session: GatewaySession,
+        envelope: Envelope,
+        data: Data,
     ) -> str:
         if data.too_big:
             return await self._finish(session, "rejected", replies.TOO_BIG.render())
@@ -262,6 +272,22 @@ class Gateway:
             client=session.bus.client,
         )
         return results + received
+
+    async def authenticate(
+        self, server: GatewaySMTP, session: GatewaySession, user: str, password: str
+    ) -> str:
+        """The AUTH verdict: 235, 535, auth_once, or auth_bruteforce."""
+        request = StageRequest(
+            Stage.AUTH, session.bus, auth={"user": user, "password": password}
+        )
+        verdict = await self._ask(request, session)
+        if verdict.outcome is Outcome.PASS and verdict.results.get("auth_user"):
+            session.bus.user = verdict.results["auth_user"]
+            session.authenticated = True
+            return replies.AUTH_OK.render()
+        if verdict.outcome is Outcome.REJECT and verdict.rule is None:
+            return replies.AUTH_INVALID.render()
+        return self._reply(verdict, server) or replies.TEMPORARY_FAILURE.render()
 
     async def handle_RSET(
         self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope

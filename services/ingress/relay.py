@@ -73,7 +73,9 @@ class RelayPool:
             client = self._reuse(route)
             if client is not None:
                 try:
-                    return await self._send_on(route, client, sender, recipients, message)
+                    return await self._send_on(
+                        route, client, sender, recipients, message
+                    )
                 except _Stale:
                     log.debug("pooled connection to %s:%d had closed", *route)
             client = await self._connect(route)

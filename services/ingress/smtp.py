@@ -9,6 +9,8 @@ the catalog's replies, so `Gateway` sees every stage of the session.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
 from ipaddress import ip_address
@@ -30,6 +32,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROXY_TIMEOUT = 10.0
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 class GatewaySession(Session):
@@ -118,6 +131,61 @@ class GatewaySMTP(SMTP):
             self.transport.write(replies.SHUTTING_DOWN.render().encode() + b"\r\n")
             self.transport.close()
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        """RFC 4954 with PLAIN and LOGIN; the verdict comes from reputation."""
+        session = self.gateway_session()
+        refusal = self._auth_refusal(arg)
+        if refusal is not None:
+            await self.push(refusal.render())
+            return
+        assert arg is not None
+        mechanism, _, initial = arg.partition(" ")
+        credentials = await self._sasl(mechanism.upper(), initial.strip())
+        if credentials is None:
+            return
+        status = await self.gateway.authenticate(self, session, *credentials)
+        await self.push(status)
+
+    def _auth_refusal(self, arg: str | None) -> replies.Reply | None:
+        if not self.gateway_session().extended_smtp:
+            return replies.BAD_SEQUENCE
+        if self.gateway.settings.auth_require_tls and self._tls_protocol is None:
+            return replies.AUTH_NEEDS_TLS
+        if not arg:
+            return replies.SYNTAX_ERROR
+        return None
+
+    async def _sasl(self, mechanism: str, initial: str) -> tuple[str, str] | None:
+        """The user and password, or None once a reply has been sent."""
+        if mechanism == "PLAIN":
+            blob = _b64(initial) if initial else await self._challenge("")
+            parts = blob.split(b"\0") if blob is not None else []
+            if len(parts) != 3:
+                await self.push(replies.AUTH_MALFORMED.render())
+                return None
+            return _text(parts[1]), _text(parts[2])
+        if mechanism == "LOGIN":
+            user = _b64(initial) if initial else await self._challenge("Username:")
+            if user is None:
+                await self.push(replies.AUTH_MALFORMED.render())
+                return None
+            password = await self._challenge("Password:")
+            if password is None:
+                await self.push(replies.AUTH_MALFORMED.render())
+                return None
+            return _text(user), _text(password)
+        await self.push(replies.AUTH_UNKNOWN_MECHANISM.render())
+        return None
+
+    async def _challenge(self, prompt: str) -> bytes | None:
+        """One 334 challenge; None when the client aborts or sends junk."""
+        await self.push(f"334 {base64.b64encode(prompt.encode()).decode()}")
+        line = (await self._reader.readline()).strip()
+        if line == b"*":
+            return None
+        return _b64(line.decode("ascii", "replace"))
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
         assert self.envelope is not None
@@ -134,6 +202,8 @@ class GatewaySMTP(SMTP):
         settings = self.gateway.settings
         self._reset_timeout(settings.data_timeout)
         data = await read_data(self._reader, settings.max_message_size)
-        status = await self.gateway.handle_data(self, self.gateway_session(), self.envelope, data)
+        status = await self.gateway.handle_data(
+            self, self.gateway_session(), self.envelope, data
+        )
         self._set_post_data_state()
         await self.push(status)

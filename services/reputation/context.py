@@ -1,12 +1,17 @@
-"""What a reputation rule sees: the request, the lists, the settings."""
+"""What a reputation rule sees: the request, the lists, the settings, and
+the service's tools (resolver, shared counters, callouts)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared.lists import ListIndex
 from shared.messages import StageRequest
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.reputation.tools import Tools
 
 
 @dataclass(slots=True)
@@ -14,7 +19,9 @@ class Context:
     request: StageRequest
     lists: ListIndex
     settings: Settings
+    tools: Tools
     results: dict[str, str] = field(default_factory=dict)
+    approved: bool = False
 
     @property
     def client(self) -> str:

@@ -47,6 +47,12 @@ class DnsServer:
         self._asked: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._servers: list[DNSServer] = []
+        self._baseline: list[Row] = []
+
+    def baseline(self, rows: Iterable[Row]) -> None:
+        """Records that stay through `clear()`: the world every test shares."""
+        self._baseline = list(rows)
+        self.load(self._baseline)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -114,6 +120,7 @@ class DnsServer:
             for table in (self._records, self._zones, self._silenced, self._failing):
                 table.clear()
             self._asked.clear()
+        self.load(self._baseline)
 
     def asked(self, name: str, rdtype: str) -> int:
         """How many times the question (name, type) reached the server."""
