@@ -4,10 +4,12 @@ ports with its own nats-server, a DNS server on loopback, a route."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.clamd import ClamdServer, clamd_binary, require_clamd
 from tests.support.dnsserver import (  # noqa: F401
     DnsServer,
     dns_server,
@@ -37,11 +39,29 @@ WORLD = [
 def gateway(dns_server_session: DnsServer) -> Iterator[Product]:
     """One running product for the end-to-end tests that share it."""
     dns_server_session.baseline(WORLD)
-    running = product(dns_port=dns_server_session.address[1])
-    running.start()
-    yield running
-    running.stop()
-    running.nats.stop()
+    # A real clamd with the EICAR signature. Without clamav-daemon the
+    # product runs without antivirus, as SPEC §7 allows, and the tests that
+    # need clamd skip; under CI a missing clamd fails (require_clamd).
+    found = clamd_binary() or os.environ.get("CI")
+    clamd = ClamdServer(require_clamd()) if found else None
+    antivirus = {"PERIMETER_CLAMD": clamd.address} if clamd else {}
+    if clamd:
+        clamd.start()
+    # Two reputation replicas: shared counters and bans must hold across
+    # them (SPEC §1), and every end-to-end test exercises that.
+    running = product(
+        dns_port=dns_server_session.address[1],
+        replicas={"reputation": 2},
+        **antivirus,
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        running.nats.stop()
+        if clamd:
+            clamd.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from services.admin import audit, decisions, lists, settings
+from services.admin import audit, decisions, lists, queue, settings
 from services.admin.auth import BearerAuth, TokenCheck, parse_tokens
 from services.admin.janitor import Janitor
 from services.admin.problems import install
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 The operator's API of Perimeter: the lists of SPEC §5, the settings, the
-decision records of recent SMTP transactions, and the audit trail.
+decision records of recent SMTP transactions, the mail queue, and the audit
+trail.
 
 Every call under `/api/v1` needs `Authorization: Bearer <token>`, a token of
 `PERIMETER_ADMIN_TOKEN`. Errors answer with `{"detail": ..., "errors": [...]}`.
@@ -54,7 +56,7 @@ def create_app(env: Environment, *, janitor_interval: float = 5.0) -> FastAPI:
         lifespan=_lifespan(env, janitor_interval),
     )
     install(app)
-    for module in (lists, settings, decisions, audit):
+    for module in (lists, settings, decisions, queue, audit):
         app.include_router(module.router)
     app.add_api_route(
         "/healthz",
@@ -63,6 +65,14 @@ def create_app(env: Environment, *, janitor_interval: float = 5.0) -> FastAPI:
         summary="200 when the service reaches NATS",
         response_model=Health,
         responses={503: {"model": Health, "description": "NATS unreachable"}},
+    )
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        tags=["health"],
+        summary="Prometheus metrics of this process (no token)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
     )
     app.add_middleware(BearerAuth, check=TokenCheck(parse_tokens(env.admin_token)))
     return app
@@ -73,6 +83,10 @@ async def healthz(request: Request) -> Any:
     if runtime is not None and runtime.bus.connected:
         return Health(status="ok")
     return JSONResponse({"status": "unavailable"}, status_code=503)
+
+
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _lifespan(

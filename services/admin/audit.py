@@ -1,9 +1,10 @@
-"""The audit trail: every change to a list or to the settings.
+"""The audit trail: every change to a list, to the settings or to the queue.
 
 Each change is one JSON record on `perimeter.audit.{list}` (or
-`perimeter.audit.settings`) in the stream PERIMETER_AUDIT, which keeps a
-year. A record names the token that made the change, never a password.
-GET /api/v1/audit reads the newest records back.
+`perimeter.audit.settings`, `perimeter.audit.queue`) in the stream
+PERIMETER_AUDIT, which keeps a year. A record names the token that made
+the change, never a password. GET /api/v1/audit reads the newest records
+back.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from shared.store import AUDIT_STREAM, AUDIT_SUBJECTS
 
 log = logging.getLogger(__name__)
 
-Action = Literal["create", "delete", "update", "import", "expire"]
+Action = Literal["create", "delete", "update", "import", "expire", "retry", "drop"]
 SETTINGS = "settings"
+QUEUE = "queue"
 
 
 class AuditRecord(BaseModel):
@@ -75,6 +77,26 @@ class AuditLog:
         )
         await self._publish(record)
 
+    async def message(
+        self,
+        token: str,
+        action: Action,
+        queue_id: str,
+        before: dict[str, Any],
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an operator's retry or drop of a failed message."""
+        record = AuditRecord(
+            time=_now(),
+            token_name=token,
+            action=action,
+            list=QUEUE,
+            id=queue_id,
+            before=before,
+            after=after,
+        )
+        await self._publish(record)
+
     async def newest(self, name: str | None, limit: int) -> list[AuditRecord]:
         subject = f"perimeter.audit.{name}" if name else AUDIT_SUBJECTS
         return await newest(self._js, AUDIT_STREAM, subject, limit, _parse)
@@ -110,20 +132,20 @@ router = APIRouter(
 
 @router.get(
     "/audit",
-    summary="Recent changes to lists and settings, newest first",
+    summary="Recent changes to lists, settings and the queue, newest first",
     description="Reads the last "
     f"{SCAN_LIMIT:,} audit records at most; `list` narrows to one list "
-    "(or `settings`).",
+    "(or `settings`, or `queue` for retried and dropped messages).",
     responses=responses(422),
 )
 async def read_audit(
     runtime: RuntimeDep,
     list_name: Annotated[
         str | None,
-        Query(alias="list", description="a list name, or settings"),
+        Query(alias="list", description="a list name, settings or queue"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[AuditRecord]:
-    if list_name is not None and list_name not in CATALOG and list_name != SETTINGS:
+    if list_name is not None and list_name not in (*CATALOG, SETTINGS, QUEUE):
         raise ApiError(422, f"there is no list named '{list_name[:60]}'")
     return await runtime.audit.newest(list_name, limit)

@@ -146,8 +146,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TimeoutError, _bus_down)
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer."""
+def responses(
+    *statuses: int, meaning: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer; `meaning`
+    says what a status means where the usual text does not fit."""
     text = {
         400: "The body could not be read",
         401: "No bearer token, or not one of PERIMETER_ADMIN_TOKEN",
@@ -158,4 +161,5 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The request does not validate; `errors` says where and why",
         503: "NATS is unreachable",
     }
+    text |= meaning or {}
     return {s: {"model": Problem, "description": text[s]} for s in statuses}

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from services.admin.problems import ApiError
+from shared.bodies import Bodies
 from shared.bus import Bus
 from shared.store import LISTS_BUCKET, SETTINGS_BUCKET
 
 if TYPE_CHECKING:
     from services.admin.audit import AuditLog
     from services.admin.entries import EntryStore
+    from services.admin.mailqueue import MailQueue
     from services.admin.settings import SettingsStore
 
 
@@ -27,16 +29,26 @@ class Runtime:
     entries: EntryStore
     settings: SettingsStore
     audit: AuditLog
+    queue: MailQueue
 
     @classmethod
     async def open(cls, bus: Bus) -> Runtime:
         from services.admin.audit import AuditLog
         from services.admin.entries import EntryStore
+        from services.admin.mailqueue import MailQueue
         from services.admin.settings import SettingsStore
 
         lists = await bus.js.key_value(LISTS_BUCKET)
         settings = await bus.js.key_value(SETTINGS_BUCKET)
-        return cls(bus, EntryStore(lists), SettingsStore(settings), AuditLog(bus.js))
+        bodies = Bodies(bus)
+        await bodies.start()
+        return cls(
+            bus,
+            EntryStore(lists),
+            SettingsStore(settings),
+            AuditLog(bus.js),
+            MailQueue(bus.js, bodies),
+        )
 
 
 def get_runtime(request: Request) -> Runtime:

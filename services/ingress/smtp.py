@@ -65,7 +65,14 @@ class GatewaySMTP(SMTP):
         self._close_after_reply = False
 
     def _create_session(self) -> GatewaySession:
-        return GatewaySession(self.loop)
+        fresh = GatewaySession(self.loop)
+        if isinstance(self.session, GatewaySession):
+            # STARTTLS starts the session over (RFC 3207 §4.2), but it is
+            # still the same client on the same connection.
+            before = self.session.bus
+            fresh.bus = BusSession(id=before.id, client=before.client)
+            fresh.checks = self.session.checks
+        return fresh
 
     def gateway_session(self) -> GatewaySession:
         # A method, not a property: aiosmtpd's __init__ reads every

@@ -7,7 +7,6 @@ share the work; what must agree across them lives in JetStream.
 from __future__ import annotations
 
 import logging
-import time
 
 from nats.aio.msg import Msg
 
@@ -18,13 +17,12 @@ from services.reputation.recipients import RecipientCallout
 from services.reputation.senders import SenderCallout
 from services.reputation.stages import STAGES
 from services.reputation.tools import Tools
-from shared import metrics
 from shared.bus import REPUTATION_GROUP, Bus, stage_subject
 from shared.dns import Resolver
 from shared.evaluate import evaluate
 from shared.lists import seed_defaults
-from shared.logs import session_id
-from shared.messages import Outcome, StageRequest, Verdict, WireError
+from shared.messages import Outcome, StageRequest, Verdict
+from shared.responder import answer
 from shared.rules import Stage
 from shared.service import start_health, stop_health
 from shared.settings import Environment
@@ -67,18 +65,7 @@ class Reputation:
         await self.bus.close()
 
     async def _answer(self, msg: Msg) -> None:
-        started = time.perf_counter()
-        try:
-            request = StageRequest.decode(msg.data)
-        except WireError:
-            log.warning("unreadable request on %s", msg.subject)
-            await msg.respond(Verdict(Outcome.TEMPFAIL).encode())
-            return
-        session_id.set(request.session.id)
-        verdict = await self.verdict(request)
-        await msg.respond(verdict.encode())
-        elapsed = time.perf_counter() - started
-        metrics.STAGE_SECONDS.labels(stage=request.stage.value).observe(elapsed)
+        await answer(msg, self.verdict)
 
     async def verdict(self, request: StageRequest) -> Verdict:
         ctx = Context(request, self.view.lists, self.view.settings, self.tools)
