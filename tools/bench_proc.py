@@ -87,6 +87,7 @@ class Child:
         self.args = list(args)
         self.log = log
         self.process: asyncio.subprocess.Process | None = None
+        self.ready: dict[str, Any] = {}
 
     @property
     def pid(self) -> int:
@@ -104,7 +105,8 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
         )
-        return await self.expect("ready", timeout)
+        self.ready = await self.expect("ready", timeout)
+        return self.ready
 
     async def expect(self, key: str, timeout: float) -> dict[str, Any]:
         """The next line that carries `key`; other lines are skipped."""
