@@ -94,7 +94,7 @@ class Child:
         assert self.process is not None
         return self.process.pid
 
-    async def start(self, timeout: float = 30.0) -> dict[str, Any]:
+    async def start(self, within: float = 30.0) -> dict[str, Any]:
         """Start the process and wait for its first `ready` line."""
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -105,13 +105,13 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
         )
-        self.ready = await self.expect("ready", timeout)
+        self.ready = await self.expect("ready", within)
         return self.ready
 
-    async def expect(self, key: str, timeout: float) -> dict[str, Any]:
+    async def expect(self, key: str, within: float) -> dict[str, Any]:
         """The next line that carries `key`; other lines are skipped."""
         assert self.process is not None and self.process.stdout is not None
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 line = await self.process.stdout.readline()
                 if not line:
@@ -126,9 +126,9 @@ class Child:
         self.process.stdin.write(command.encode() + b"\n")
         await self.process.stdin.drain()
 
-    async def ask(self, command: str, key: str, timeout: float) -> dict[str, Any]:
+    async def ask(self, command: str, key: str, within: float) -> dict[str, Any]:
         await self.send(command)
-        return await self.expect(key, timeout)
+        return await self.expect(key, within)
 
     async def stop(self) -> None:
         """Close its stdin, then signal it if it does not leave."""

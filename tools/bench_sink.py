@@ -45,8 +45,7 @@ class Tally:
 
 
 _EHLO = (
-    b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-    b"250-SMTPUTF8\r\n250 SIZE\r\n"
+    b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE\r\n"
 )
 _REPLIES = {
     b"HELO": b"250 sink.bench\r\n",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.admin.auth import TokenName, token_name
 from services.admin.mailqueue import BodyGone, MailQueue, NotFailed, State, Stored
@@ -27,6 +27,24 @@ Filter = Literal["all", "queued", "waiting", "retrying", "failed"]
 
 class QueueEntry(BaseModel):
     """A message waiting for delivery, retrying, or failed for good."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3F2A9C1B7D4E8A06",
+                    "seq": 4711,
+                    "state": "failed",
+                    "sender": "alice@example.com",
+                    "recipients": ["bob@example.org"],
+                    "size": 48213,
+                    "received": "2030-03-17T17:46:40Z",
+                    "client": "198.51.100.7",
+                    "error": "<bob@example.org>: 550 5.1.1 no such user",
+                }
+            ]
+        }
+    )
 
     id: str = Field(examples=["3F2A9C1B7D4E8A06"])
     seq: int = Field(
@@ -112,7 +130,9 @@ async def retry_message(
         raise _not_failed(exc) from None
     except BodyGone:
         raise ApiError(
-            409, f"the body of {queue_id} has expired from the store; drop it"
+            409,
+            f"the body of {queue_id} is no longer stored (bodies are kept 7 "
+            "days), so it cannot be delivered; it can only be dropped",
         ) from None
 
     count = len(stored.item.recipients)

@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.ingress.relay import RecipientResult, RelayPool, RouteError
 from services.ingress.spool import Queued, Spool
+from shared import metrics
 from shared.bodies import Bodies
 from shared.bus import Bus
 from shared.settings import Environment, split_hostport
@@ -52,6 +53,7 @@ class Delivery:
         self.pool = pool
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._gauge: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -61,13 +63,15 @@ class Delivery:
             QUEUE_SUBJECTS, durable=DURABLE, stream=QUEUE_STREAM, config=config
         )
         self._runner = asyncio.create_task(self._run())
+        self._gauge = asyncio.create_task(self._watch_depth())
 
     async def stop(self) -> None:
         """Stop fetching; let deliveries under way finish."""
-        if self._runner is not None:
-            self._runner.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._runner
+        for task in (self._runner, self._gauge):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
 
@@ -92,6 +96,17 @@ class Delivery:
                 task = asyncio.create_task(self._deliver(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _watch_depth(self) -> None:
+        """perimeter_delivery_queue_depth: stored and not yet delivered."""
+        while True:
+            try:
+                info = await self.bus.js.consumer_info(QUEUE_STREAM, DURABLE)
+                depth = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                metrics.DELIVERY_QUEUE_DEPTH.set(depth)
+            except Exception as exc:
+                log.debug("queue depth unknown: %s", exc)
+            await asyncio.sleep(5.0)
 
     async def _deliver(self, msg: Msg) -> None:
         try:

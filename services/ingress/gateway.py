@@ -22,7 +22,7 @@ from aiosmtpd.smtp import Envelope
 from services.ingress import headers
 from services.ingress.data import Data
 from services.ingress.spool import Queued, Spool
-from shared import replies
+from shared import metrics, replies
 from shared.bodies import Bodies
 from shared.bus import Bus, stage_subject
 from shared.errors import BusError
@@ -321,6 +321,8 @@ class Gateway:
             ms = (time.perf_counter() - started) * 1000
             check = Check(request.stage.value, Result.TEMPFAIL, ms, str(exc))
             verdict = Verdict(Outcome.TEMPFAIL, checks=[check])
+        elapsed = time.perf_counter() - started
+        metrics.STAGE_SECONDS.labels(stage=request.stage.value).observe(elapsed)
         self._record(session, request.stage, verdict)
         return verdict
 
@@ -381,6 +383,7 @@ class Gateway:
             "outcome": outcome,
             "queue_id": queue_id or None,
         }
+        metrics.MESSAGES.labels(outcome=outcome).inc()
         log.info(
             "%s client=%s sender=%s rcpts=%d reply=%s",
             outcome,

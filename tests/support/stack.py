@@ -45,7 +45,8 @@ class Product:
             self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.stack = Stack(dict(self.env), self.replicas, output=self._log.fileno())
         self.stack.start()
-        wait_listening(*self.smtp, timeout=60)
+        if self.replicas.get("ingress", 1):
+            wait_listening(*self.smtp, timeout=60)
         host, port = self.env["PERIMETER_ADMIN_LISTEN"].split(":")
         if self.replicas.get("admin", 1):
             wait_listening(host, int(port), timeout=60)

@@ -1,0 +1,74 @@
+"""Every service of the local stack answers /healthz and /metrics, and the
+counters move when a rule rejects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from shared import replies
+from shared.rules import Rule
+from tests.support.client import Dialogue
+from tests.support.natsserver import free_port
+from tests.support.stack import TOKEN, product
+from tools.stack import wait_listening
+
+
+async def test_each_service_serves_health_and_metrics_and_counts_rejections(
+    dns_server_session,
+) -> None:
+    ports = {name: free_port() for name in ("ingress", "reputation", "content")}
+    running = product(
+        dns_port=dns_server_session.address[1],
+        replicas={"ingress": 0, "reputation": 0, "content": 0},
+    )
+    running.start()
+    assert running.stack is not None
+    for name, port in ports.items():
+        running.stack.start_service(
+            name, {"PERIMETER_METRICS_LISTEN": f"127.0.0.1:{port}"}
+        )
+    try:
+        await asyncio.to_thread(wait_listening, *running.smtp)
+        async with httpx.AsyncClient(timeout=10) as http:
+            await _wait_healthy(http, ports.values())
+            async with Dialogue(running) as smtp:
+                await smtp.reply()
+                refused = await smtp.command("EHLO 192.0.2.9")
+            await asyncio.sleep(0.5)
+            texts = {
+                name: (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                for name, port in ports.items()
+            }
+            admin = await http.get(
+                running.admin_url + "/metrics",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            admin_health = await http.get(running.admin_url + "/healthz")
+    finally:
+        running.stop()
+        running.nats.stop()
+
+    assert refused == replies.RULE_REPLIES[Rule.HELO_IP].render()
+    rejects = 'perimeter_rule_rejects_total{rule="helo_ip",stage="helo"} 1.0'
+    assert rejects in texts["reputation"]
+    assert 'perimeter_stage_seconds_count{stage="helo"} 1.0' in texts["ingress"]
+    assert "perimeter_clamd_errors_total" in texts["content"]
+    assert admin.status_code == 200 and admin_health.status_code == 200
+
+
+async def _wait_healthy(http: httpx.AsyncClient, ports) -> None:
+    for _ in range(100):
+        answers = []
+        for port in ports:
+            try:
+                answers.append(
+                    (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code
+                )
+            except httpx.TransportError:
+                answers.append(0)
+        if all(code == 200 for code in answers):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"services not healthy: {answers}")
