@@ -114,7 +114,7 @@ async def ensure_store(js: JetStreamContext, replicas: int = 1) -> None:
         )
     await js.create_object_store(
         BODIES_BUCKET,
-        ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas, ttl=7 * DAY),
+        ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas, ttl=30 * DAY),
     )
 
 

@@ -60,9 +60,8 @@ class CpuWindow:
             for name, pid in self.pids.items()
         }
         busy, total = machine_cpu()
-        self.machine_busy = (busy - self._machine[0]) / max(
-            total - self._machine[1], 1e-9
-        )
+        self.machine_seconds = busy - self._machine[0]
+        self.machine_busy = self.machine_seconds / max(total - self._machine[1], 1e-9)
         return used
 
 

@@ -19,6 +19,7 @@ from contextlib import suppress
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from services.ingress.relay import RecipientResult, RelayPool, RouteError
 from services.ingress.spool import Queued, Spool
@@ -124,7 +125,11 @@ class Delivery:
     async def _attempt(self, msg: Msg, item: Queued) -> None:
         body = item.body if item.body is not None else b""
         if item.body_ref:
-            body = await self.bodies.get(item.body_ref)
+            try:
+                body = await self.bodies.get(item.body_ref)
+            except NotFoundError:
+                await self._lost(msg, item)
+                return
         message = item.prepend + body
         results = await self._relay(item, message)
         done = [r for r, res in results.items() if res.delivered]
@@ -153,9 +158,21 @@ class Delivery:
             await msg.nak(delay=delay)
             return
         if waiting:
-            await self.spool.enqueue(_next_generation(item, waiting))
-        elif item.body_ref and not failed:
+            rest = _next_generation(item, waiting)
+            rest.kept = item.kept or bool(failed)
+            # Named by the entry it replaces, which is unique: a generation
+            # number can repeat across branches of one message.
+            await self.spool.enqueue(rest, f"{item.id}.{msg.metadata.sequence.stream}")
+        elif item.body_ref and not (failed or item.kept):
+            # The body goes once no entry, queued or failed, needs it.
             await self.bodies.drop(item.body_ref)
+        await msg.ack_sync()
+
+    async def _lost(self, msg: Msg, item: Queued) -> None:
+        """The body is gone (expired or dropped): nothing left to retry."""
+        log.error("%s: body %s is gone; failing the message", item.id, item.body_ref)
+        item.error = "the stored body is gone"
+        await self.spool.fail(item)
         await msg.ack_sync()
 
     async def _fail(

@@ -36,6 +36,7 @@ class Queued:
     received: float = field(default_factory=time.time)
     generation: int = 0
     error: str = ""
+    kept: bool = False
 
     def encode(self) -> bytes:
         return msgpack.packb(  # type: ignore[no-any-return]
@@ -51,6 +52,7 @@ class Queued:
                 "received": self.received,
                 "generation": self.generation,
                 "error": self.error,
+                "kept": self.kept,
             },
             use_bin_type=True,
         )
@@ -68,12 +70,16 @@ class Spool:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def enqueue(self, item: Queued) -> None:
-        """Store the entry; returns once JetStream holds it on file."""
+    async def enqueue(self, item: Queued, dedupe: str = "") -> None:
+        """Store the entry; returns once JetStream holds it on file.
+
+        `dedupe` names the entry for JetStream's duplicate window, so a
+        publish repeated after a lost acknowledgement stores it once.
+        """
         await self.bus.js.publish(
             QUEUE_PREFIX + item.id,
             item.encode(),
-            headers={"Nats-Msg-Id": f"{item.id}.{item.generation}"},
+            headers={"Nats-Msg-Id": dedupe or item.id},
         )
 
     async def fail(self, item: Queued) -> None:

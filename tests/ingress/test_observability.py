@@ -10,6 +10,7 @@ import httpx
 from shared import replies
 from shared.rules import Rule
 from tests.support.client import Dialogue
+from tests.support.health import wait_healthy
 from tests.support.natsserver import free_port
 from tests.support.stack import TOKEN, product
 from tools.stack import wait_listening
@@ -32,7 +33,7 @@ async def test_each_service_serves_health_and_metrics_and_counts_rejections(
     try:
         await asyncio.to_thread(wait_listening, *running.smtp)
         async with httpx.AsyncClient(timeout=10) as http:
-            await _wait_healthy(http, ports.values())
+            await wait_healthy(ports.values())
             async with Dialogue(running) as smtp:
                 await smtp.reply()
                 refused = await smtp.command("EHLO 192.0.2.9")
@@ -56,19 +57,3 @@ async def test_each_service_serves_health_and_metrics_and_counts_rejections(
     assert 'perimeter_stage_seconds_count{stage="helo"} 1.0' in texts["ingress"]
     assert "perimeter_clamd_errors_total" in texts["content"]
     assert admin.status_code == 200 and admin_health.status_code == 200
-
-
-async def _wait_healthy(http: httpx.AsyncClient, ports) -> None:
-    for _ in range(100):
-        answers = []
-        for port in ports:
-            try:
-                answers.append(
-                    (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code
-                )
-            except httpx.TransportError:
-                answers.append(0)
-        if all(code == 200 for code in answers):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"services not healthy: {answers}")

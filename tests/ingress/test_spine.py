@@ -13,6 +13,7 @@ import pytest
 from shared import replies
 from shared.rules import Rule
 from tests.support.client import Dialogue, message, send
+from tests.support.health import wait_healthy
 from tests.support.natsserver import free_port
 from tests.support.operator import Operator
 from tests.support.sink import Sink
@@ -152,7 +153,7 @@ async def test_two_reputation_replicas_both_answer(dns_server_session) -> None:
             "reputation", {"PERIMETER_METRICS_LISTEN": f"127.0.0.1:{port}"}
         )
     try:
-        await asyncio.sleep(2.0)
+        await wait_healthy(ports)
         for _ in range(20):
             async with Dialogue(running) as smtp:
                 await smtp.reply()
