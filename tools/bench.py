@@ -34,10 +34,13 @@ How: every process is separate, so each one's CPU can be told apart. The
 load generator, the sinks and the bus clients are children of this
 process (tools/bench_load.py, tools/bench_sink.py, tools/bench_bus.py). CPU
 is user plus system time from /proc/PID/stat, read before and after each
-run, per message; the machine's busy share comes from /proc/stat. The
+run, per message; the machine's busy share comes from /proc/stat, and what
+other processes used in the same window is printed beside ours. The
 loopback DNS server runs in this process (tools/bench_setup.py), so its
-CPU is the `bench + DNS` row. Every process and temporary directory is
-removed at the end, on error and on Ctrl-C.
+CPU is the `bench + DNS` row. Each load is preceded by `--warmup`
+unmeasured messages. `--profile ingress,reputation` samples those services
+with py-spy during the stack run (tools/bench_profile.py). Every process
+and temporary directory is removed at the end, on error and on Ctrl-C.
 
     python -m tools.bench [--all] [--messages N] [--concurrency N] ...
 """
@@ -48,7 +51,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -56,13 +58,26 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from tests.support.stack import Product, product
 from tools import bench_setup as setup
-from tools.bench_proc import Child, ChildError, CpuWindow
+from tools.bench_proc import Child, ChildError, CpuWindow, cpu_seconds
+from tools.bench_profile import Profiler
+from tools.bench_report import (
+    Requests,
+    Run,
+    errors_text,
+    print_bus,
+    print_content,
+    print_header,
+    print_profiles,
+    print_rcpt,
+    print_spine,
+    progress,
+)
 
 SETTLE = 1.0  # SPEC §1: a change is live within 2 s; the product takes ms
 
@@ -87,108 +102,54 @@ class Options:
     content: bool
     content_messages: int
     spine_rules: bool
+    profile: tuple[str, ...]
     timeout: float
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
+    values = vars(_parser().parse_args(argv))
+    every = values.pop("all")
+    values["rcpt"] |= every
+    values["content"] |= every
+    values["profile"] = tuple(name for name in values["profile"].split(",") if name)
+    return Options(**values)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
         description="Measure Perimeter's throughput, latency and CPU.",
     )
     add = parser.add_argument
-    add("--messages", type=int, default=2000, help="messages per load run")
-    add("--concurrency", type=int, default=8, help="concurrent SMTP clients")
-    add("--per-connection", type=int, default=1, help="messages per connection")
-    add("--size", type=int, default=2048, help="message size in bytes")
+    add("--messages", type=_count, default=2000, help="messages per load run")
+    add("--concurrency", type=_count, default=8, help="concurrent SMTP clients")
+    add("--per-connection", type=_count, default=1, help="messages per connection")
+    add("--size", type=_count, default=2048, help="message size in bytes")
     add("--warmup", type=int, default=200, help="messages before measuring")
     add("--skip-bare", action="store_true", help="no bare aiosmtpd run")
     add("--skip-bus", action="store_true", help="no bus round trip")
-    add("--reputation-replicas", type=int, default=1)
-    add("--content-replicas", type=int, default=1)
-    add("--bus-requests", type=int, default=5000)
+    add("--reputation-replicas", type=_count, default=1)
+    add("--content-replicas", type=_count, default=1)
+    add("--bus-requests", type=_count, default=5000)
     add("--rcpt", action="store_true", help="RCPT cost, DNS cold and warm")
-    add("--rcpt-clients", type=int, default=500, help="distinct clients")
-    add("--content", action="store_true", help="content scale-out section")
-    add("--content-messages", type=int, default=1000)
-    add("--spine-rules", action="store_true", help="only helo_ip, helo_required, relay")
-    add("--all", action="store_true", help="every section")
+    add("--rcpt-clients", type=_count, default=500, help="distinct clients")
+    add("--content", action="store_true", help="content replicas, 30 KB DKIM")
+    add("--content-messages", type=_count, default=1000)
+    add("--spine-rules", action="store_true", help="only the spine's 3 rules")
+    add("--profile", default="", help="services to sample with py-spy: a,b")
     add("--timeout", type=float, default=600.0, help="bound of one load run, s")
-    args = parser.parse_args(argv)
-    every = bool(args.all)
-    return Options(
-        messages=args.messages,
-        concurrency=args.concurrency,
-        per_connection=args.per_connection,
-        size=args.size,
-        warmup=args.warmup,
-        skip_bare=args.skip_bare,
-        skip_bus=args.skip_bus,
-        reputation_replicas=args.reputation_replicas,
-        content_replicas=args.content_replicas,
-        bus_requests=args.bus_requests,
-        rcpt=args.rcpt or every,
-        rcpt_clients=args.rcpt_clients,
-        content=args.content or every,
-        content_messages=args.content_messages,
-        spine_rules=args.spine_rules,
-        timeout=args.timeout,
-    )
+    add("--all", action="store_true", help="every section")
+    return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 # One measured load -----------------------------------------------------
-
-
-@dataclass
-class Run:
-    """One load run and what each process spent on it."""
-
-    label: str
-    result: dict[str, Any]
-    cpu: dict[str, float] = field(default_factory=dict)
-    busy: float = 0.0
-    others: float = 0.0
-    delivered: int = 0
-    delivered_at: float = 0.0
-
-    @property
-    def sent(self) -> int:
-        return int(self.result["sent"])
-
-    @property
-    def rate(self) -> float:
-        return self.sent / max(float(self.result["seconds"]), 1e-9)
-
-    @property
-    def end_to_end_rate(self) -> float:
-        seconds = self.delivered_at - float(self.result["started_at"])
-        return self.delivered / max(seconds, 1e-9)
-
-    def cpu_ms(self, name: str) -> float:
-        return 1000.0 * self.cpu.get(name, 0.0) / max(self.sent, 1)
-
-
-@dataclass
-class Requests:
-    """One run of bus requests and what each process spent on it."""
-
-    label: str
-    result: dict[str, Any]
-    cpu: dict[str, float]
-    busy: float
-    others: float
-
-    @property
-    def answered(self) -> int:
-        return int(self.result["answered"])
-
-    @property
-    def rate(self) -> float:
-        return self.answered / max(float(self.result["seconds"]), 1e-9)
-
-    def cpu_ms(self, *prefixes: str) -> float:
-        """CPU ms per answer of the processes whose names start so."""
-        spent = sum(v for k, v in self.cpu.items() if k.startswith(prefixes))
-        return 1000.0 * spent / max(self.answered, 1)
 
 
 class Lab:
@@ -199,7 +160,7 @@ class Lab:
         self.exits = exits
         self.workdir = Path(tempfile.mkdtemp(prefix="perimeter-bench-"))
         exits.callback(shutil.rmtree, self.workdir, True)
-        self.log: IO[bytes] = open(self.workdir / "children.log", "wb")  # noqa: SIM115
+        self.log: IO[bytes] = open(self.workdir / "children.log", "wb")
         exits.callback(self.log.close)
         self.dns = setup.CountingDns()
         self.product: Product | None = None
@@ -226,7 +187,8 @@ class Lab:
             "reputation": self.options.reputation_replicas,
             "content": self.options.content_replicas,
         }
-        self.product = product(dns_port=self.dns.port, replicas=replicas)
+        tls = setup.tls_environment(self.workdir)
+        self.product = product(dns_port=self.dns.port, replicas=replicas, **tls)
         self.exits.callback(_discard_product, self.product)
         self.product.start()
         self.admin = setup.Admin(self.product)
@@ -256,6 +218,10 @@ class Lab:
     @property
     def smtp_port(self) -> int:
         return self.running.smtp[1]
+
+    def replicas(self, service: str) -> int:
+        assert self.running.stack is not None
+        return len(self.running.stack.services.get(service, []))
 
     def stack_pids(self) -> dict[str, int]:
         """The product's processes, and the route and DNS beside them."""
@@ -303,7 +269,19 @@ class Lab:
         run.cpu = window.stop()
         run.busy = window.machine_busy
         run.others = max(0.0, window.machine_seconds - sum(run.cpu.values()))
+        self.check_alive()
         return run
+
+    def check_alive(self) -> None:
+        """Fail loudly when a process of the stack died during a run."""
+        running = self.running
+        assert running.stack is not None and running.nats.process is not None
+        processes = [("nats-server", running.nats.process)]
+        for name, group in running.stack.services.items():
+            processes += [(name, process) for process in group]
+        for name, process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}) in a run")
 
     async def _delivered(self, run: Run, sink: Child, before: int) -> None:
         """Wait, bounded, until the sink has every accepted message."""
@@ -320,7 +298,7 @@ class Lab:
         """Run a plan unmeasured: pools, caches and streams fill up."""
         run = await self.measure("warmup", plan, {}, sink)
         if run.result["errors"]:
-            progress(f"warmup errors: {_errors(run)}")
+            progress(f"warmup errors: {errors_text(run)}")
         return run
 
     async def settings(self, spine_only: bool) -> None:
@@ -347,10 +325,44 @@ async def spine_and_bare(lab: Lab) -> None:
     await lab.warm(lab.plan(lab.smtp_port, options.warmup), lab.route)
     progress(f"stack: {options.messages} messages")
     plan = lab.plan(lab.smtp_port, options.messages)
+    profiler = await _profiler(lab)
     runs = [await lab.measure("stack", plan, lab.stack_pids(), lab.route)]
+    profiles = await profiler.stop() if profiler else []
     if not options.skip_bare:
         runs.append(await _bare(lab))
-    print_spine(lab, runs)
+    print_spine(runs, _spine_notes(lab))
+    print_profiles(profiles)
+
+
+def _spine_notes(lab: Lab) -> list[str]:
+    assert lab.running.stack is not None
+    services = lab.running.stack.services
+    replicas = ", ".join(f"{name} x{len(group)}" for name, group in services.items())
+    rules = "every rule the product has, in its default mode"
+    if lab.options.spine_rules:
+        rules = "only helo_ip, helo_required and relay"
+    throttled = "raised so the load is never refused" if lab.unthrottled else "as is"
+    return [
+        f"stack: nats-server + {replicas}",
+        f"rules: {rules}; rate_limit {throttled}",
+        f"route: the fast sink; DNS: loopback, {len(lab.rbl_zones)} DNSBL zones",
+    ]
+
+
+async def _profiler(lab: Lab) -> Profiler | None:
+    """py-spy on the services named by --profile, if any."""
+    wanted = lab.options.profile
+    if not wanted:
+        return None
+    pids = {
+        name: pid
+        for name, pid in lab.stack_pids().items()
+        if name.partition("#")[0] in wanted
+    }
+    profiler = Profiler(lab.workdir, lab.log)
+    lab.exits.push_async_callback(profiler.stop)
+    await profiler.start(pids)
+    return profiler
 
 
 async def _bare(lab: Lab) -> Run:
@@ -428,7 +440,7 @@ async def rcpt(lab: Lab) -> None:
         asked = lab.dns.questions
         runs.append(await lab.measure(label, plan, lab.stack_pids()))
         questions.append(lab.dns.questions - asked)
-    print_rcpt(lab, runs, questions)
+    print_rcpt(runs, questions)
 
 
 async def content(lab: Lab) -> None:
@@ -440,7 +452,7 @@ async def content(lab: Lab) -> None:
     for extra in (0, 1):
         if extra:
             await _add_content_replica(lab)
-        replicas = len(lab.running.stack.services["content"])  # type: ignore[union-attr]
+        replicas = lab.replicas("content")
         smtp_runs.append(await _content_smtp(lab, message, replicas))
         direct.append(await _content_direct(lab, requester, message, replicas))
     await requester.stop()
@@ -489,8 +501,6 @@ async def _add_content_replica(lab: Lab) -> None:
 
 async def idle(pid: int, bound: float = 30.0) -> None:
     """Wait until a process has used no CPU for a second (bounded)."""
-    from tools.bench_proc import cpu_seconds
-
     deadline = time.monotonic() + bound
     last, quiet_since = cpu_seconds(pid), time.monotonic()
     while time.monotonic() < deadline:
@@ -502,88 +512,21 @@ async def idle(pid: int, bound: float = 30.0) -> None:
             return
 
 
-# Report ----------------------------------------------------------------
+# Main ------------------------------------------------------------------
 
 
-def progress(text: str) -> None:
-    print(f"  ... {text}", file=sys.stderr, flush=True)
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns aligned: the first to the left, numbers to the right."""
-    every = [list(header), *[list(row) for row in rows]]
-    widths = [max(len(row[i]) for row in every) for i in range(len(header))]
-    lines = []
-    for row in every:
-        cells = [row[0].ljust(widths[0])]
-        cells += [
-            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}"
-
-
-def _errors(run: Run) -> str:
-    errors = run.result["errors"]
-    if not errors:
-        return "none"
-    return ", ".join(f"{what}: {count}" for what, count in errors.items())
-
-
-def latency_table(runs: Sequence[Run], unit: str = "msgs/s") -> str:
-    rows = [
-        [
-            run.label,
-            str(run.sent),
-            f"{run.rate:.1f}",
-            ms(run.result["latency"]["p50"]),
-            ms(run.result["latency"]["p99"]),
-            _errors(run),
-        ]
-        for run in runs
-    ]
-    return table(["run", "done", unit, "p50 ms", "p99 ms", "errors"], rows)
-
-
-def stage_table(runs: Sequence[Run]) -> str:
-    stages = [s for s in ("connect", "ehlo", "mail", "rcpt", "data", "quit")]
-    stages = [s for s in stages if any(s in run.result["stages"] for run in runs)]
-    rows = []
-    for run in runs:
-        row = [run.label]
-        for stage in stages:
-            spread = run.result["stages"].get(stage)
-            row.append(f"{ms(spread['p50'])}/{ms(spread['p99'])}" if spread else "-")
-        rows.append(row)
-    return table(["p50/p99 ms", *stages], rows)
-
-
-def cpu_table(runs: Sequence[Run], unit: str = "msg") -> str:
-    names: list[str] = []
-    for run in runs:
-        names += [name for name in run.cpu if name not in names]
-    rows = [[name] + [_cell(run, name) for run in runs] for name in names]
-    totals = [f"{1000 * sum(run.cpu.values()) / max(run.sent, 1):.2f}" for run in runs]
-    rows.append(["total", *totals])
-    others = [f"{1000 * run.others / max(run.sent, 1):.2f}" for run in runs]
-    rows.append(["other processes", *others])
-    rows.append(["machine busy", *[f"{100 * run.busy:.0f}%" for run in runs]])
-    return table([f"CPU ms per {unit}", *[run.label for run in runs]], rows)
-
-
-def _cell(run: Run, name: str) -> str:
-    return f"{run.cpu_ms(name):.2f}" if name in run.cpu else "-"
-
-
-def print_header(options: Options) -> None:
-    print("Perimeter benchmark")
-    print(f"  machine: {os.cpu_count()} CPUs, {_cpu_model()}, {_memory()}")
-    print(f"  python {platform.python_version()}, {platform.platform()}")
-    print(f"  load: {_load_words(options)}")
+async def run(options: Options) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    print_header(_load_words(options))
+    async with AsyncExitStack() as exits:
+        lab = Lab(options, exits)
+        try:
+            await _sections(lab)
+        except (ChildError, TimeoutError, OSError, RuntimeError) as exc:
+            _explain_failure(lab, exc)
+            raise SystemExit(1) from exc
 
 
 def _load_words(options: Options) -> str:
@@ -592,147 +535,6 @@ def _load_words(options: Options) -> str:
         f"{options.concurrency} clients, {options.per_connection} message(s) "
         f"per connection, after {options.warmup} unmeasured"
     )
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.machine()
-
-
-def _memory() -> str:
-    first = Path("/proc/meminfo").read_text().splitlines()[0]
-    return f"{int(first.split()[1]) // 1024} MB RAM"
-
-
-def print_spine(lab: Lab, runs: Sequence[Run]) -> None:
-    stack = runs[0]
-    rules = (
-        "only helo_ip, helo_required, relay"
-        if lab.options.spine_rules
-        else ("every rule the product has, in its default mode")
-    )
-    print("\n== Issue 2: the whole stack vs a bare aiosmtpd sink")
-    print(f"  stack: nats-server + {_replicas(lab)}; rules: {rules}")
-    print(f"  rate_limit raised for the load: {'yes' if lab.unthrottled else 'no'}")
-    print(f"  route: fast sink; DNS: loopback server, {len(lab.rbl_zones)} DNSBL zones")
-    print(latency_table(runs))
-    print(
-        f"  end to end: {stack.delivered} of {stack.sent} accepted delivered, "
-        f"{stack.end_to_end_rate:.1f} msgs/s from the first connect to the "
-        "last delivery"
-    )
-    if len(runs) > 1 and runs[1].rate:
-        ratio = stack.rate / runs[1].rate
-        verdict = "met" if ratio >= 0.5 else "NOT met"
-        print(f"  ratio stack/bare: {ratio:.2f} (target >= 0.5: {verdict})")
-    print(stage_table(runs))
-    print(cpu_table(runs))
-
-
-def _replicas(lab: Lab) -> str:
-    stack = lab.running.stack
-    assert stack is not None
-    return ", ".join(f"{name} x{len(p)}" for name, p in stack.services.items())
-
-
-def print_bus(runs: Sequence[Requests], request_size: int, reply_size: int) -> None:
-    print("\n== Bus round trip: shared.bus request/serve on the stack's nats-server")
-    print(f"  request {request_size} B, reply {reply_size} B of msgpack")
-    names = list(runs[0].cpu)
-    rows = [
-        [
-            run.label,
-            str(run.answered),
-            f"{run.rate:.0f}",
-            ms(run.result["p50"]),
-            ms(run.result["p99"]),
-            *[f"{1000 * run.cpu_ms(name):.0f}" for name in names],
-            f"{100 * run.busy:.0f}%",
-        ]
-        for run in runs
-    ]
-    header = ["", "answered", "req/s", "p50 ms", "p99 ms"]
-    cpu = [f"{name} us" for name in names]
-    print(table([*header, *cpu, "machine busy"], rows))
-    p50 = float(runs[0].result["p50"])
-    verdict = "met" if p50 < 0.001 else "NOT met"
-    print(f"  target p50 < 1 ms (one at a time): {ms(p50)} ms, {verdict}")
-
-
-def print_rcpt(lab: Lab, runs: Sequence[Run], questions: Sequence[int]) -> None:
-    print("\n== Issue 3: connect, HELO, MAIL and RCPT with every reputation rule")
-    print(
-        f"  {runs[0].sent} transactions, each from its own client address "
-        "(PROXY v1), sender domain and recipient; relay domain with "
-        "verify: callout to the fast sink; transactions end after RCPT"
-    )
-    print(latency_table(runs, "tx/s"))
-    print(stage_table(runs))
-    for run, asked in zip(runs, questions, strict=True):
-        per = asked / max(run.sent, 1)
-        print(f"  {run.label}: {asked} DNS questions, {per:.1f} per transaction")
-    print(cpu_table(runs, "transaction"))
-
-
-def print_content(
-    smtp_runs: Sequence[Run], direct: Sequence[Requests], size: int
-) -> None:
-    print("\n== Issue 4: content scan of a signed message with a PDF attachment")
-    print(f"  message: {size} bytes, DKIM-signed (rsa-sha256, 2048 bits)")
-    print("  through SMTP (the whole stack, delivered to the fast sink):")
-    print(latency_table(smtp_runs))
-    print(cpu_table(smtp_runs))
-    if len(smtp_runs) == 2 and smtp_runs[0].rate:
-        ratio = smtp_runs[1].rate / smtp_runs[0].rate
-        print(f"  more replicas / fewer, through SMTP: {ratio:.2f}")
-    print("  straight to the content workers over the bus, 16 at a time:")
-    print(_direct_table(direct))
-    if len(direct) == 2 and direct[0].rate:
-        ratio = direct[1].rate / direct[0].rate
-        verdict = "met" if ratio >= 1.7 else "NOT met"
-        print(f"  more replicas / fewer, over the bus: {ratio:.2f}", end="")
-        print(f" (target for 2/1 >= 1.7 when content is the bottleneck: {verdict})")
-
-
-def _direct_table(runs: Sequence[Requests]) -> str:
-    rows = [
-        [
-            run.label,
-            str(run.answered),
-            f"{run.rate:.1f}",
-            ms(run.result["p50"]),
-            ms(run.result["p99"]),
-            f"{run.cpu_ms('content'):.2f}",
-            f"{run.cpu_ms('nats-server'):.2f}",
-            f"{run.cpu_ms('requester'):.2f}",
-            f"{1000 * run.others / max(run.answered, 1):.2f}",
-            f"{100 * run.busy:.0f}%",
-            ", ".join(f"{k}: {v}" for k, v in run.result["outcomes"].items()),
-        ]
-        for run in runs
-    ]
-    header = ["", "verdicts", "per s", "p50 ms", "p99 ms"]
-    cpu = ["content ms", "nats ms", "requester ms", "others ms", "busy"]
-    return table([*header, *cpu, "outcomes"], rows)
-
-
-# Main ------------------------------------------------------------------
-
-
-async def run(options: Options) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    print_header(options)
-    async with AsyncExitStack() as exits:
-        lab = Lab(options, exits)
-        try:
-            await _sections(lab)
-        except (ChildError, TimeoutError, OSError, RuntimeError) as exc:
-            _explain_failure(lab, exc)
-            raise SystemExit(1) from exc
 
 
 async def _sections(lab: Lab) -> None:
@@ -760,6 +562,9 @@ def _explain_failure(lab: Lab, exc: BaseException) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # A shell without job control starts background commands with SIGINT
+    # ignored; Ctrl-C must still stop the benchmark and what it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         asyncio.run(run(options))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -14,6 +14,7 @@ import logging
 import time
 
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from services.content.antivirus import Clamd, ClamdUnavailable
 from services.content.context import Context, Scanners
@@ -88,7 +89,12 @@ class Content:
         # Every rule reads this same object; none copies it whole.
         message = request.body or b""
         if request.body_ref:
-            message = await self.bodies.get(request.body_ref)
+            try:
+                message = await self.bodies.get(request.body_ref)
+            except NotFoundError:
+                # The ingress dropped it: its budget ran out, nobody waits.
+                log.warning("body %s is gone; no verdict", request.body_ref)
+                return Verdict(Outcome.TEMPFAIL)
         view = self.view
         ctx = Context(request, message, view.lists, view.settings, self.scanners)
         verdict = await evaluate(DATA_STEPS, ctx, ctx.settings, "data")

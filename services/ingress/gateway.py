@@ -71,6 +71,10 @@ class Gateway:
         self.sessions: set[GatewaySMTP] = set()
         self._proxies = [ip_network(n) for n in env.trusted_proxy_networks()]
 
+    def __dir__(self) -> list[str]:
+        # What aiosmtpd looks for on its handler at every connection.
+        return _HOOK_NAMES
+
     @property
     def settings(self) -> Settings:
         return self.view.settings
@@ -100,14 +104,10 @@ class Gateway:
         refusal = await self._helo(server, session, hostname)
         return refusal or f"250 {self.env.hostname}"
 
-    async def handle_EHLO(
-        self,
-        server: GatewaySMTP,
-        session: GatewaySession,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
+    async def ehlo(
+        self, server: GatewaySMTP, session: GatewaySession, hostname: str
     ) -> list[str]:
+        """The EHLO reply lines (not an aiosmtpd hook: see GatewaySMTP)."""
         refusal = await self._helo(server, session, hostname)
         if refusal is not None:
             return [refusal]
@@ -417,3 +417,6 @@ def _check_record(stage: Stage, check: Check) -> dict[str, object]:
 
 def _outcome(verdict: Verdict) -> str:
     return "tempfail" if verdict.outcome is Outcome.TEMPFAIL else "rejected"
+
+
+_HOOK_NAMES = sorted(name for name in dir(Gateway) if name.startswith("handle_"))

@@ -64,6 +64,12 @@ class GatewaySMTP(SMTP):
         self.gateway = gateway
         self._close_after_reply = False
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd lists an instance's attributes at every connection to
+        # find its commands and AUTH mechanisms; listing only those saves a
+        # third of a millisecond of CPU per connection.
+        return _PROTOCOL_NAMES
+
     def _create_session(self) -> GatewaySession:
         fresh = GatewaySession(self.loop)
         if isinstance(self.session, GatewaySession):
@@ -137,6 +143,21 @@ class GatewaySMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(replies.SHUTTING_DOWN.render().encode() + b"\r\n")
             self.transport.close()
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        # Ours rather than aiosmtpd's with a handle_EHLO hook: aiosmtpd
+        # inspects that hook's signature at every connection.
+        if not hostname:
+            await self.push(replies.SYNTAX_ERROR.render())
+            return
+        self._set_rset_state()
+        session = self.gateway_session()
+        session.extended_smtp = True
+        # RFC 1870 and RFC 6531 lengthen MAIL by SIZE= and SMTPUTF8.
+        self.command_size_limits["MAIL"] = self.command_size_limit + 36
+        lines = await self.gateway.ehlo(self, session, hostname)
+        await self.push("\r\n".join(lines))
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str | None) -> None:
@@ -214,3 +235,8 @@ class GatewaySMTP(SMTP):
         )
         self._set_post_data_state()
         await self.push(status)
+
+
+_PROTOCOL_NAMES = sorted(
+    name for name in dir(GatewaySMTP) if name.startswith(("smtp_", "auth_"))
+)

@@ -1,5 +1,6 @@
-"""Fixtures for the end-of-DATA checks: a real clamd, and the loopback DNS
-server that serves DKIM keys."""
+"""Fixtures for the end-of-DATA checks: a real clamd. The loopback DNS
+server that serves DKIM keys comes from tests/conftest.py; one instance for
+the whole run, so the product and the tests see the same records."""
 
 from __future__ import annotations
 
@@ -8,11 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.clamd import ClamdServer, require_clamd
-from tests.support.dnsserver import (  # noqa: F401
-    dns_server,
-    dns_server_session,
-    resolver,
-)
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.reputation.helpers import Clock, RcptServer
-from tests.support.dnsserver import (  # noqa: F401
-    dns_server,
-    dns_server_session,
-    resolver,
-)
 
 
 @pytest.fixture

@@ -1,7 +1,1 @@
-"""Fixtures for the shared modules' tests."""
-
-from tests.support.dnsserver import (  # noqa: F401
-    dns_server,
-    dns_server_session,
-    resolver,
-)
+"""Fixtures for the shared modules' tests come from tests/conftest.py."""
