@@ -117,8 +117,11 @@ class Bus:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
         try:
-            await self.nc.drain()
-        except NatsError:
+            async with asyncio.timeout(5.0):
+                await self.nc.drain()
+        except (NatsError, TimeoutError):
+            # The server went first (Ctrl-C reaches every process at once):
+            # nothing is left to flush to it.
             await self.nc.close()
 
 

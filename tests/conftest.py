@@ -47,11 +47,12 @@ def gateway(dns_server_session: DnsServer) -> Iterator[Product]:
     antivirus = {"PERIMETER_CLAMD": clamd.address} if clamd else {}
     if clamd:
         clamd.start()
-    # Two reputation replicas: shared counters and bans must hold across
-    # them (SPEC §1), and every end-to-end test exercises that.
+    # Two replicas of each worker: shared counters, bans and list changes
+    # must hold across them (SPEC §1), and every end-to-end test exercises
+    # that.
     running = product(
         dns_port=dns_server_session.address[1],
-        replicas={"reputation": 2},
+        replicas={"reputation": 2, "content": 2},
         **antivirus,
     )
     try:

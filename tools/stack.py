@@ -66,8 +66,13 @@ class Stack:
         store = Path(self.env.get("PERIMETER_DATA_DIR", "./var")) / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.nats_port)]
+        # Its own session, so Ctrl-C reaches the services first and the
+        # bus is still there while they finish what is under way.
         self.nats = subprocess.Popen(
-            [*args, "-js", "-sd", str(store)], stdout=self.output, stderr=self.output
+            [*args, "-js", "-sd", str(store)],
+            stdout=self.output,
+            stderr=self.output,
+            start_new_session=True,
         )
         wait_listening("127.0.0.1", self.nats_port)
         self.env["PERIMETER_NATS_URL"] = f"nats://127.0.0.1:{self.nats_port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import shutil
 import ssl
 import tempfile
 from pathlib import Path
@@ -20,15 +21,21 @@ log = logging.getLogger(__name__)
 def server_context(cert: str, key: str, hostname: str) -> ssl.SSLContext:
     """A server context from the given files, or from a fresh self-signed
     pair when none are given."""
-    if not (cert and key):
-        cert, key = _self_signed(hostname)
-        log.warning("no PERIMETER_TLS_CERT/KEY: using a self-signed pair")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    if cert and key:
+        context.load_cert_chain(cert, key)
+        return context
+    log.warning("no PERIMETER_TLS_CERT/KEY: using a self-signed pair")
+    folder = tempfile.mkdtemp(prefix="perimeter-tls-")
+    try:
+        # ssl loads a pair only from files; they live as long as the load.
+        context.load_cert_chain(*_self_signed(hostname, Path(folder)))
+    finally:
+        shutil.rmtree(folder)
     return context
 
 
-def _self_signed(hostname: str) -> tuple[str, str]:
+def _self_signed(hostname: str, folder: Path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -43,7 +50,6 @@ def _self_signed(hostname: str) -> tuple[str, str]:
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), False)
         .sign(key, hashes.SHA256())
     )
-    folder = Path(tempfile.mkdtemp(prefix="perimeter-tls-"))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
