@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -31,7 +32,7 @@ def stage_subject(stage: Stage) -> str:
     return f"perimeter.{VERSION}.stage.{stage.value}"
 
 
-Handler = Callable[[Msg], Awaitable[None]]
+Handler = Callable[[Msg], Coroutine[Any, Any, None]]
 
 
 class Bus:

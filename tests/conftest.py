@@ -36,7 +36,7 @@ WORLD = [
 
 
 @pytest.fixture(scope="session")
-def gateway(dns_server_session: DnsServer) -> Iterator[Product]:
+def gateway(dns_server_session: DnsServer) -> Iterator[Product]:  # noqa: F811
     """One running product for the end-to-end tests that share it."""
     dns_server_session.baseline(WORLD)
     # A real clamd with the EICAR signature. Without clamav-daemon the

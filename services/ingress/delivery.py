@@ -87,7 +87,7 @@ class Delivery:
                 continue
             try:
                 msgs = await self._sub.fetch(min(free, 64), timeout=5.0)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 continue
             except Exception:
                 log.exception("fetching from the queue failed")

@@ -388,8 +388,8 @@ class Gateway:
             "%s client=%s sender=%s rcpts=%d reply=%s",
             outcome,
             session.bus.client,
-            record["sender"],
-            len(record["recipients"]),
+            tx.sender if tx else None,
+            len(tx.recipients) if tx else 0,
             reply[:3] or "-",
         )
         subject = f"perimeter.decisions.{outcome}"

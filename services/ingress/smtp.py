@@ -104,7 +104,9 @@ class GatewaySMTP(SMTP):
 
     async def _client_address(self) -> str:
         """The peer's address, or the one a trusted proxy vouches for."""
-        peer = str(ip_address(self.gateway_session().peer[0]))
+        peer_address = self.gateway_session().peer
+        assert isinstance(peer_address, tuple)
+        peer = str(ip_address(peer_address[0]))
         if not self.gateway.trusts_proxy(peer):
             return peer
         async with asyncio.timeout(_PROXY_TIMEOUT):
@@ -118,7 +120,7 @@ class GatewaySMTP(SMTP):
     def close_after_reply(self) -> None:
         self._close_after_reply = True
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: str) -> None:  # type: ignore[override]
         await super().push(status)
         if self._close_after_reply:
             self._close()
@@ -134,15 +136,16 @@ class GatewaySMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2: say why before closing.
-        if self.transport is not None:
+        if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.write(replies.TIMEOUT.render().encode() + b"\r\n")
         super()._timeout_cb()
 
     def shut_down(self) -> None:
         """SPEC §4: every open session hears 421 when the gateway stops."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(replies.SHUTTING_DOWN.render().encode() + b"\r\n")
-            self.transport.close()
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(replies.SHUTTING_DOWN.render().encode() + b"\r\n")
+            transport.close()
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:

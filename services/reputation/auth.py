@@ -11,10 +11,11 @@ import asyncio
 import logging
 
 from nats.js.errors import KeyWrongLastSequenceError
+from pydantic import SecretStr
 
 from services.reputation.context import Context
 from shared.evaluate import PASS, Found, Reject
-from shared.lists import EntryRequest, entry_key, new_entry
+from shared.lists import EntryRequest, SmtpUserEntry, entry_key, new_entry
 from shared.messages import Check, Outcome, Result, Verdict
 from shared.rules import Rule
 from shared.settings import seconds
@@ -28,7 +29,8 @@ INVALID = "invalid"
 # A hash to verify against when the user does not exist, so that a wrong
 # user name costs as long as a wrong password.
 _DUMMY = new_entry(
-    "smtp_users", EntryRequest(value="nobody", password="not-a-password")
+    "smtp_users",
+    EntryRequest(value="nobody", password=SecretStr("not-a-password")),
 )
 
 
@@ -44,6 +46,7 @@ async def credentials(ctx: Context, verdict: Verdict) -> Verdict:
     auth = ctx.request.auth or {}
     user, password = auth.get("user", ""), auth.get("password", "")
     entry = ctx.lists.smtp_user(user) or _DUMMY
+    assert isinstance(entry, SmtpUserEntry)
     valid = await asyncio.to_thread(entry.check_password, password)
     if valid and entry is not _DUMMY:
         verdict.results["auth_user"] = user

@@ -18,7 +18,9 @@ async def wait_healthy(ports: Iterable[int], attempts: int = 150) -> None:
             if all(code == 200 for code in codes):
                 return
             await asyncio.sleep(0.2)
-    raise AssertionError(f"services not healthy: {dict(zip(ports, codes))}")
+    raise AssertionError(
+        f"services not healthy: {dict(zip(ports, codes, strict=False))}"
+    )
 
 
 async def _status(http: httpx.AsyncClient, port: int) -> int:
