@@ -187,8 +187,7 @@ class Lab:
             "reputation": self.options.reputation_replicas,
             "content": self.options.content_replicas,
         }
-        tls = setup.tls_environment(self.workdir)
-        self.product = product(dns_port=self.dns.port, replicas=replicas, **tls)
+        self.product = product(dns_port=self.dns.port, replicas=replicas)
         self.exits.callback(_discard_product, self.product)
         self.product.start()
         self.admin = setup.Admin(self.product)

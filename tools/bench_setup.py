@@ -13,26 +13,22 @@ NXDOMAIN with an SOA for every DNSBL zone (rbl, cacheable per RFC 2308).
 from __future__ import annotations
 
 import base64
-import datetime
 import threading
 from email.message import EmailMessage
 from email.policy import SMTP
 from ipaddress import ip_address
-from pathlib import Path
 from typing import Any
 
 import dkim
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from dnslib import DNSRecord
 from dnslib.server import DNSHandler
 
 from shared.rules import Rule
 from tests.support.dnsserver import DnsServer
-from tests.support.stack import HOSTNAME, TOKEN, Product
+from tests.support.stack import TOKEN, Product
 
 DOMAIN = "bench.example"
 RCPT_DOMAIN = "rcpt.bench.example"
@@ -192,32 +188,3 @@ def _pdf(size: int) -> bytes:
     body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     trailer = b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
     return body + trailer % (len(objects) + 1, xref)
-
-
-def tls_environment(folder: Path) -> dict[str, str]:
-    """A self-signed pair for STARTTLS in the benchmark's own directory, so
-    the ingress does not make (and leave) one of its own."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = folder / "tls-cert.pem", folder / "tls-key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private.chmod(0o600)
-    return {"PERIMETER_TLS_CERT": str(cert), "PERIMETER_TLS_KEY": str(private)}
