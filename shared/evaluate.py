@@ -115,9 +115,13 @@ def _unavailable(
     detail: str,
     stage: str,
 ) -> Verdict | None:
-    """SPEC §1: a dependency that is down is 451, unless the rule fails open."""
+    """SPEC §1: a dependency that is down is 451, unless the rule fails open
+    or only monitors (a rule that may not reject may not defer either)."""
     metrics.RULE_ERRORS.labels(rule=step.name).inc()
-    if step.rule is not None and settings.fails_open(step.rule):
+    lenient = step.rule is not None and (
+        settings.fails_open(step.rule) or settings.mode(step.rule) == "monitor"
+    )
+    if lenient:
         log.warning("%s unavailable, failing open: %s", step.name, detail)
         checks.append(Check(step.name, Result.ERROR, ms, f"fail open: {detail}"))
         return None

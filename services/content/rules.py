@@ -49,6 +49,7 @@ async def blocked_extension(ctx: Context) -> Found:
     if walk.finding is None:
         return PASS
     if walk.too_complex is not None:
+        log.debug("blocked_extension skipped: %s", walk.too_complex.reason)
         return SKIP  # the antivirus rule refuses it
     return Reject(detail=_finding_detail(walk.finding))
 
@@ -92,7 +93,9 @@ async def dkim(ctx: Context) -> Found:
     """DATA step 4: the message has DKIM signatures and none verifies.
 
     Sets the `dkim` result, and `dkim_header` with one RFC 8601 resinfo per
-    signature, for the Authentication-Results header of accepted mail.
+    signature, for the Authentication-Results header of accepted mail. A
+    key that cannot be fetched now is a dependency down; `dkim` is in
+    `fail_open` by default, so such mail goes on with `dkim=temperror`.
     """
     if ctx.lists.ip_in("dkim_exemptions", ctx.client):
         return SKIP
@@ -101,7 +104,9 @@ async def dkim(ctx: Context) -> Found:
         # Without this shortcut dkim.verify would slice off the body first.
         ctx.results["dkim"] = "none"
         return PASS
-    if any(ctx.lists.domain_in("dkim_exemptions", d) for d in domains if d):
+    exempt = [d for d in domains if d and ctx.lists.domain_in("dkim_exemptions", d)]
+    if exempt:
+        log.debug("dkim skipped: %s is in dkim_exemptions", exempt[0])
         return SKIP
 
     verdict = await signatures.verify(ctx.message, ctx.scanners.txt_lookup)

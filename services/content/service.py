@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
@@ -20,14 +19,13 @@ from services.content.antivirus import Clamd, ClamdUnavailable
 from services.content.context import Context, Scanners
 from services.content.dkim import resolver_txt_lookup
 from services.content.stages import DATA_STEPS
-from shared import metrics
 from shared.bodies import Bodies
 from shared.bus import CONTENT_GROUP, Bus, stage_subject
 from shared.dns import Resolver
 from shared.evaluate import evaluate
 from shared.lists import seed_defaults
-from shared.logs import session_id
-from shared.messages import Outcome, StageRequest, Verdict, WireError
+from shared.messages import Outcome, StageRequest, Verdict
+from shared.responder import answer
 from shared.rules import Stage
 from shared.service import start_health, stop_health
 from shared.settings import Environment
@@ -66,24 +64,7 @@ class Content:
         await self.resolver.aclose()
 
     async def _answer(self, msg: Msg) -> None:
-        started = time.perf_counter()
-        try:
-            request = StageRequest.decode(msg.data)
-        except WireError:
-            log.warning("unreadable request on %s", msg.subject)
-            await msg.respond(Verdict(Outcome.TEMPFAIL).encode())
-            return
-        session_id.set(request.session.id)
-        try:
-            verdict = await self.verdict(request)
-        except Exception:
-            # Answer now rather than leave the client waiting out the budget.
-            log.exception("no DATA verdict")
-            verdict = Verdict(Outcome.TEMPFAIL)
-        await msg.respond(verdict.encode())
-        metrics.STAGE_SECONDS.labels(stage="data").observe(
-            time.perf_counter() - started
-        )
+        await answer(msg, self.verdict)
 
     async def verdict(self, request: StageRequest) -> Verdict:
         # Every rule reads this same object; none copies it whole.

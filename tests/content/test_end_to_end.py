@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, NamedTuple
 
 import dkim as dkimpy
 import pytest
@@ -36,6 +36,7 @@ from shared.rules import Rule
 from tests.support.clamd import EICAR, require_clamd
 from tests.support.client import Dialogue, send
 from tests.support.dnsserver import DnsServer
+from tests.support.natsserver import free_port
 from tests.support.operator import Operator
 from tests.support.sink import Sink
 from tests.support.stack import Product, product
@@ -601,35 +602,61 @@ async def test_a_dkim_exempt_client_or_signing_domain_is_not_checked(
     await route.wait_for(recipient)
 
 
-# A content worker that stops answering ------------------------------------
+# A product of its own: one content worker, a dead clamd ----------------------
+
+
+class OneWorker(NamedTuple):
+    product: Product
+    operator: Operator
+    domain: str
 
 
 @pytest.fixture(scope="module")
 async def one_worker(
     gateway: Product, dns_server_session: DnsServer, route: Sink
-) -> AsyncIterator[tuple[Product, str]]:
-    """A product of its own with one content replica and a short DATA
-    budget, and a relay domain on it routed to `route`. (`gateway` comes
-    first, so that the DNS both use is set up.)"""
+) -> AsyncIterator[OneWorker]:
+    """A product of its own with one content replica, a short DATA budget
+    and a clamd address where nothing listens, and a relay domain on it
+    routed to `route`. The IPv4 clients are in av_exemptions, so only the
+    IPv6 ones meet the dead clamd. (`gateway` comes first, so that the DNS
+    both use is set up.)"""
     running = product(
         dns_port=dns_server_session.address[1],
         PERIMETER_DATA_BUDGET=str(DATA_BUDGET),
+        PERIMETER_CLAMD=f"tcp://127.0.0.1:{free_port()}",
     )
     operator = Operator(running)
     try:
         await asyncio.to_thread(running.start)
         domain = "one-worker.example"
         await operator.add("relay_domains", domain, route=route.route, verify="none")
-        await operator.add("approved_ips", CLIENTS_V4)
-        yield running, domain
+        for network in (CLIENTS_V4, CLIENTS_V6):
+            await operator.add("approved_ips", network)
+        await operator.add("av_exemptions", CLIENTS_V4)
+        yield OneWorker(running, operator, domain)
     finally:
         await operator.close()
         await asyncio.to_thread(running.stop)
         running.nats.stop()
 
 
+async def test_an_unreachable_clamd_means_451_for_a_client_it_must_scan(
+    one_worker: OneWorker, route: Sink, unique: str
+) -> None:
+    running, operator, domain = one_worker
+    sender, recipient = f"{unique}@sender.example", f"{unique}@{domain}"
+    client = f"fd00:c0:ffff::{next(_clients):x}"
+
+    answer = await transact(running, sender, recipient, mail(sender, recipient), client)
+
+    assert answer == TEMPORARY_FAILURE
+    record = await decision(operator, sender, Rule.ANTIVIRUS)
+    assert _check(record, Rule.ANTIVIRUS)["result"] == "tempfail"
+    assert route.count(recipient) == 0
+
+
 @pytest.fixture
-def worker(one_worker: tuple[Product, str]) -> Iterator[subprocess.Popen[bytes]]:
+def worker(one_worker: OneWorker) -> Iterator[subprocess.Popen[bytes]]:
     """The one content process; it runs again after the test, whatever the
     test did to it."""
     stack = one_worker[0].stack
@@ -687,14 +714,14 @@ async def delivered_once_it_answers(
 
 @pytest.mark.parametrize("killed", [False, True], ids=["stopped", "killed"])
 async def test_a_content_worker_that_stops_mid_scan_means_451_and_no_delivery(
-    one_worker: tuple[Product, str],
+    one_worker: OneWorker,
     worker: subprocess.Popen[bytes],
     route: Sink,
     client: str,
     unique: str,
     killed: bool,
 ) -> None:
-    running, domain = one_worker
+    running, _, domain = one_worker
     sender, recipient = f"{unique}@sender.example", f"{unique}@{domain}"
 
     async def kill_once_it_holds_the_request() -> None:
