@@ -59,6 +59,11 @@ class Step(Generic[Ctx]):
     check: Callable[[Ctx], Awaitable[Found]]
     rule: Rule | None = None
 
+    @classmethod
+    def of(cls, rule: Rule, check: Callable[[Ctx], Awaitable[Found]]) -> Step[Ctx]:
+        """A step that is a rule of the catalog, named for it."""
+        return cls(rule.value, check, rule)
+
 
 async def evaluate(
     steps: Sequence[Step[Ctx]], ctx: Ctx, settings: Settings, stage: str

@@ -8,8 +8,8 @@ from shared.evaluate import Step
 from shared.rules import Rule
 
 DATA_STEPS: list[Step[Context]] = [
-    Step(Rule.BLOCKED_EXTENSION, rules.blocked_extension, Rule.BLOCKED_EXTENSION),
-    Step(Rule.ANTIVIRUS, rules.antivirus, Rule.ANTIVIRUS),
-    Step(Rule.ADMIN_PROHIBITED, rules.admin_prohibited, Rule.ADMIN_PROHIBITED),
-    Step(Rule.DKIM, rules.dkim, Rule.DKIM),
+    Step.of(Rule.BLOCKED_EXTENSION, rules.blocked_extension),
+    Step.of(Rule.ANTIVIRUS, rules.antivirus),
+    Step.of(Rule.ADMIN_PROHIBITED, rules.admin_prohibited),
+    Step.of(Rule.DKIM, rules.dkim),
 ]
