@@ -3,14 +3,11 @@ public keys served by the loopback DNS server."""
 
 from __future__ import annotations
 
-import base64
 import math
 import secrets
 from typing import Protocol
 
-import dkim as dkimpy
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.content.dkim import (
@@ -21,6 +18,7 @@ from services.content.dkim import (
     verify,
 )
 from shared.dns import Resolver
+from tests.support.dkimkeys import KeyPair
 from tests.support.dnsserver import DnsServer
 
 DOMAIN = "example.test"
@@ -90,31 +88,13 @@ class Signer:
 
     def __init__(self, selector: str, key: rsa.RSAPrivateKey) -> None:
         self.selector = selector
-        self.pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        spki = key.public_key().public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
-        self.public = base64.b64encode(spki).decode()
+        self.keys = KeyPair(key)
 
     def sign(self, message: bytes, algorithm: bytes = b"rsa-sha256") -> bytes:
-        header = dkimpy.sign(
-            message,
-            self.selector.encode(),
-            DOMAIN.encode(),
-            self.pem,
-            include_headers=SIGNED,
-            signature_algorithm=algorithm,
-        )
-        return header + message
+        return self.keys.sign(message, self.selector, DOMAIN, SIGNED, algorithm)
 
     def record(self, flags: str = "") -> str:
-        testing = f"t={flags}; " if flags else ""
-        return f"v=DKIM1; k=rsa; {testing}p={self.public}"
+        return self.keys.record(flags)
 
     @property
     def name(self) -> str:

@@ -12,7 +12,6 @@ undone when the test ends.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import itertools
 import os
@@ -26,15 +25,14 @@ from email.policy import SMTP
 from email.utils import make_msgid
 from typing import Any, NamedTuple
 
-import dkim as dkimpy
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared import replies
 from shared.rules import Rule
 from tests.support.clamd import EICAR, require_clamd
 from tests.support.client import Dialogue, send
+from tests.support.dkimkeys import KeyPair
 from tests.support.dnsserver import DnsServer
 from tests.support.natsserver import free_port
 from tests.support.operator import Operator
@@ -132,38 +130,20 @@ def _headers(sender: str, recipient: str) -> bytes:
     return (text + "MIME-Version: 1.0\r\n").encode()
 
 
-class DkimKey:
+class DkimKey(KeyPair):
     """A key pair a sender signs with; its record goes in the test DNS."""
 
     def __init__(self) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        spki = key.public_key().public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
-        self.public = base64.b64encode(spki).decode()
+        super().__init__(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
-    def sign(self, content: bytes, domain: str, selector: str = "s1") -> bytes:
+    def sign_as(self, content: bytes, domain: str, selector: str = "s1") -> bytes:
         signed = [b"from", b"to", b"subject", b"message-id"]
-        header = dkimpy.sign(
-            content,
-            selector.encode(),
-            domain.encode(),
-            self.pem,
-            include_headers=signed,
-        )
-        return header + content
+        return self.sign(content, selector, domain, signed)
 
     def publish(
         self, dns: DnsServer, domain: str, selector: str = "s1", testing: bool = False
     ) -> None:
-        flags = "t=y; " if testing else ""
-        record = f"v=DKIM1; k=rsa; {flags}p={self.public}"
+        record = self.record("y" if testing else "")
         dns.add(f"{selector}._domainkey.{domain}", "TXT", record)
 
 
@@ -514,7 +494,7 @@ async def test_a_valid_dkim_signature_is_delivered_with_dkim_pass(
 ) -> None:
     domain = f"{unique}.signer.example"
     dkim_key.publish(dns_server, domain)
-    content = dkim_key.sign(mail(sender, recipient), domain)
+    content = dkim_key.sign_as(mail(sender, recipient), domain)
 
     answer = await transact(gateway, sender, recipient, content, client)
 
@@ -536,7 +516,7 @@ async def test_a_dkim_signed_message_with_an_altered_body_is_refused(
 ) -> None:
     domain = f"{unique}.signer.example"
     dkim_key.publish(dns_server, domain)
-    content = altered_body(dkim_key.sign(mail(sender, recipient), domain))
+    content = altered_body(dkim_key.sign_as(mail(sender, recipient), domain))
 
     answer = await transact(gateway, sender, recipient, content, client)
 
@@ -556,7 +536,7 @@ async def test_a_bad_signature_under_a_key_in_testing_mode_is_delivered(
 ) -> None:
     domain = f"{unique}.signer.example"
     dkim_key.publish(dns_server, domain, testing=True)
-    content = altered_body(dkim_key.sign(mail(sender, recipient), domain))
+    content = altered_body(dkim_key.sign_as(mail(sender, recipient), domain))
 
     answer = await transact(gateway, sender, recipient, content, client)
 
@@ -594,7 +574,7 @@ async def test_a_dkim_exempt_client_or_signing_domain_is_not_checked(
     domain = f"{unique}.legacy.example"
     dkim_key.publish(dns_server, domain)
     await listed("dkim_exemptions", client if exemption == "client" else domain)
-    content = altered_body(dkim_key.sign(mail(sender, recipient), domain))
+    content = altered_body(dkim_key.sign_as(mail(sender, recipient), domain))
 
     answer = await transact(gateway, sender, recipient, content, client)
 
