@@ -15,16 +15,13 @@ with the security-policy reply. This is CPU work: run it in a thread.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import logging
-import quopri
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
-from email.message import Message
 from email.utils import collapse_rfc2231_value
 from enum import StrEnum
 
@@ -35,7 +32,7 @@ from services.content.archives import (
     looks_like_zip,
     zip_entries,
 )
-from services.content.mime import MimeLimits, MimeTooComplex
+from services.content.mime import MimeLimits, MimeTooComplex, ParamValue, Part
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +40,8 @@ _NAME_HEADERS = ("content-disposition", "content-type")
 _NAME_PARAMS = ("filename", "name")
 _PATH_SEPARATOR = re.compile(r"[/\\]")
 _TRAILING = re.compile(r"[\s.\x00]+$")
-_SNIFF_CHARS = 256
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-
-# Type of a MIME parameter value as email.message returns it: a string, or
-# (charset, language, value) for RFC 2231 extended parameters.
-ParamValue = str | tuple[str | None, str | None, str]
+_SNIFF_BYTES = 256
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
 class Reason(StrEnum):
@@ -102,30 +95,26 @@ def find_blocked_attachment(
     limits = limits or Limits()
     extensions = extension_set(blocked)
     try:
-        root = mime.parse(message, limits.mime)
+        for part in mime.walk(message, limits.mime):
+            finding = _check_part(part, extensions, limits.archive)
+            if finding is not None:
+                return finding
     except MimeTooComplex as exc:
         return Finding("", Reason.TOO_COMPLEX, str(exc))
-    for part in mime.walk(root):
-        finding = _check_part(part, extensions, limits.archive)
-        if finding is not None:
-            return finding
     return None
 
 
-def attachment_names(part: Message) -> list[str]:
+def attachment_names(part: Part) -> list[str]:
     """The decoded file names one MIME part announces, in header order."""
     names: list[str] = []
     for header in _NAME_HEADERS:
-        for value in part.get_all(header, []):
-            names.extend(_names_in(str(value)))
+        for value in part.get_all(header):
+            names.extend(_names_in(value))
     return names
 
 
 def _names_in(header_value: str) -> list[str]:
-    holder = Message()
-    holder["x"] = _FOLD.sub("", header_value)  # RFC 5322 §2.2.3 unfolding
-    params = holder.get_params(failobj=[], header="x") or []
-    values = [value for key, value in params if key in _NAME_PARAMS]
+    values = [value for key, value in mime.params(header_value) if key in _NAME_PARAMS]
     decoded = (_decode_name(value) for value in values)
     return [name for name in decoded if name]
 
@@ -138,7 +127,9 @@ def _decode_name(value: ParamValue) -> str:
     # clients write them and read them back, so they are decoded too.
     if "=?" in text:
         text = _decode_words(text)
-    return text
+    # Raw 8-bit names (RFC 6532) were read as UTF-8 with surrogates for
+    # bytes that are not; those become U+FFFD here, printable everywhere.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _decode_words(text: str) -> str:
@@ -149,61 +140,65 @@ def _decode_words(text: str) -> str:
 
 
 def _check_part(
-    part: Message, extensions: frozenset[str], limits: ArchiveLimits
+    part: Part, extensions: frozenset[str], limits: ArchiveLimits
 ) -> Finding | None:
     names = attachment_names(part)
     for name in names:
         if is_blocked(name, extensions):
             return Finding(name, Reason.BLOCKED_EXTENSION)
-    if part.is_multipart() or not _holds_zip(part, names):
+    if part.boundary is not None or part.encapsulates or not _holds_zip(part, names):
         return None
     return _check_archive(part, names[0] if names else "", extensions, limits)
 
 
-def _holds_zip(part: Message, names: list[str]) -> bool:
+def _holds_zip(part: Part, names: list[str]) -> bool:
     if any(extension(name) == "zip" for name in names):
         return True
     return looks_like_zip(_payload_head(part))
 
 
-def _payload_head(part: Message) -> bytes:
+def _payload_head(part: Part) -> bytes:
     """The first bytes of the decoded payload, decoding only its start."""
-    payload = part.get_payload()
-    if not isinstance(payload, str):
-        return b""
-    head = payload[:_SNIFF_CHARS]
-    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    head = bytes(part.body[:_SNIFF_BYTES])
+    encoding = part.encoding
     if encoding == "base64":
-        chars = "".join(head.split())[:8]
+        chars = b"".join(head.split())[:8]
         try:
-            return base64.b64decode(chars + "=" * (-len(chars) % 4))
+            return binascii.a2b_base64(chars + b"=" * (-len(chars) % 4))
         except (binascii.Error, ValueError):
             return b""
-    raw = head.encode("ascii", "surrogateescape")
-    return quopri.decodestring(raw) if encoding == "quoted-printable" else raw
+    return binascii.a2b_qp(head) if encoding == "quoted-printable" else head
 
 
-def _decoded_payload(part: Message) -> bytes:
-    """The part's payload decoded in one step (RFC 2045 §6), without the
-    intermediate copies `get_payload(decode=True)` makes for base64."""
-    payload = part.get_payload()
-    if not isinstance(payload, str):
-        return b""
-    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+def _decoded_payload(part: Part) -> bytes:
+    """The part's payload decoded in one step (RFC 2045 §6) straight from
+    the message: the decoded bytes are the only copy made."""
+    body = part.body
+    encoding = part.encoding
     try:
         if encoding == "base64":
-            return binascii.a2b_base64(payload)
+            return binascii.a2b_base64(body)
         if encoding == "quoted-printable":
-            return binascii.a2b_qp(payload)
+            return binascii.a2b_qp(body)
     except (binascii.Error, ValueError):
-        # Bad padding or 8-bit text: the stdlib decoder is more forgiving.
-        data = part.get_payload(decode=True)
-        return data if isinstance(data, bytes) else b""
-    return payload.encode("ascii", "surrogateescape")
+        return _lenient_base64(body)
+    return bytes(body)
+
+
+def _lenient_base64(body: memoryview) -> bytes:
+    """Bad padding or stray characters: decode what is there, the way mail
+    clients do (RFC 2045 §6.8 says to ignore characters outside the
+    alphabet), dropping an incomplete last quantum."""
+    chars = _NOT_BASE64.sub(b"", body)
+    chars = chars[: len(chars) - len(chars) % 4]
+    try:
+        return binascii.a2b_base64(chars)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _check_archive(
-    part: Message, name: str, extensions: frozenset[str], limits: ArchiveLimits
+    part: Part, name: str, extensions: frozenset[str], limits: ArchiveLimits
 ) -> Finding | None:
     data = _decoded_payload(part)
     label = name or "(unnamed zip)"

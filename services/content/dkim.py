@@ -18,15 +18,18 @@ signature passed: the caller treats that as a dependency that is down.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
 import dkim as dkimpy
+from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from shared.dns import Resolver
@@ -47,6 +50,11 @@ _HEADER_B_CHARS = 8  # RFC 6008 §4: enough of b= to tell signatures apart
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")  # RFC 2045 §5.1 token
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TAG = re.compile(rb"(?:^|;)\s*(d|s|b)\s*=\s*([^;]*)")
+# Body canonicalization (RFC 6376 §3.4.4), a chunk at a time.
+_CHUNK = 1024 * 1024
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+_WSP_RUN = re.compile(rb"[\t ]+")
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 
 
 class Reason(StrEnum):
@@ -168,28 +176,32 @@ async def verify(
     if count > max_signatures:
         log.debug("checking %d of %d DKIM signatures", max_signatures, count)
     checks = [
-        _check(_signer(headers, body, min_key_bits), index, txt_lookup)
+        _check(_signer(headers, min_key_bits), body, index, txt_lookup)
         for index in range(min(count, max_signatures))
     ]
     return _combine(await asyncio.gather(*checks))
 
 
-def _split(message: bytes) -> tuple[list[list[bytes]], bytes]:
-    """Headers as dkimpy reads them, and the body, sliced once: dkimpy's own
+def _split(message: bytes) -> tuple[list[list[bytes]], memoryview]:
+    """Headers as dkimpy reads them, and a view of the body: dkimpy's own
     parser splits the whole message into lines, several copies of it."""
+    view = memoryview(message)
     if message.startswith(b"\r\n"):
-        return [], message[2:]
+        return [], view[2:]
     end = message.find(_END_OF_HEADERS)
     if end == -1:
         headers, _ = dkimpy.rfc822_parse(message)
-        return headers, b""
+        return headers, view[len(message) :]
     headers, _ = dkimpy.rfc822_parse(message[: end + len(_END_OF_HEADERS)])
-    return headers, message[end + len(_END_OF_HEADERS) :]
+    return headers, view[end + len(_END_OF_HEADERS) :]
 
 
-def _signer(headers: list[list[bytes]], body: bytes, min_key_bits: int) -> Any:
+def _signer(headers: list[list[bytes]], min_key_bits: int) -> Any:
+    """A dkimpy verifier over the headers. It never sees the body: the body
+    hash is checked here (`body_hash`), so dkimpy's canonicalization, which
+    copies a body several times, is not run on it."""
     signer = dkimpy.DKIM(logger=_dkimpy_log, minkey=min_key_bits)
-    signer.headers, signer.body = headers, body
+    signer.headers, signer.body = headers, b""
     return signer
 
 
@@ -202,14 +214,16 @@ def _unparsable(message: bytes, detail: str) -> DkimVerdict:
     return DkimVerdict("fail", Reason.MALFORMED, (label,))
 
 
-async def _check(signer: Any, index: int, txt_lookup: TxtLookup) -> SignatureResult:
+async def _check(
+    signer: Any, body: memoryview, index: int, txt_lookup: TxtLookup
+) -> SignatureResult:
     prepared = _prepare(signer, index)
     if isinstance(prepared, SignatureResult):
         return prepared
     key = await _fetch_key(prepared, txt_lookup, signer.minkey)
     if isinstance(key, SignatureResult):
         return key
-    result = await asyncio.to_thread(_verify_crypto, signer, prepared, key)
+    result = await asyncio.to_thread(_verify_crypto, signer, body, prepared, key)
     log.debug("DKIM d=%s s=%s: %s", result.domain, result.selector, result.outcome)
     return result
 
@@ -308,13 +322,22 @@ def _judge_key(
     return _Key(pk, size, ktag, testing)
 
 
-def _verify_crypto(signer: Any, signature: _Signature, key: _Key) -> SignatureResult:
+def _verify_crypto(
+    signer: Any, body: memoryview, signature: _Signature, key: _Key
+) -> SignatureResult:
     """Body hash and signature (RFC 6376 §6.1.3); runs in a thread."""
     signer.pk, signer.keysize, signer.ktag = key.pk, key.size, key.ktag
     signer.seqtlsrpt = False
+    # dkimpy checks the body hash only when the tags carry bh=; the header
+    # hash covers the signature field as written, bh= and all.
+    tags = signature.tags
+    header_tags = {k: v for k, v in tags.items() if k != b"bh"}
     try:
+        if body_hash(body, tags) != _expected_bh(tags):
+            failed = _failed(signature.label, Reason.BODY_HASH_MISMATCH, "bh= differs")
+            return _tested(failed, key.testing)
         verified = signer.verify_sig_process(
-            signature.tags, list(signature.include_headers), signature.header, None
+            header_tags, list(signature.include_headers), signature.header, None
         )
     except Exception as exc:
         return _tested(_failed(signature.label, _crypto_reason(exc), exc), key.testing)
@@ -322,6 +345,84 @@ def _verify_crypto(signer: Any, signature: _Signature, key: _Key) -> SignatureRe
         failed = _failed(signature.label, Reason.BAD_SIGNATURE, "RSA check failed")
         return _tested(failed, key.testing)
     return _outcome(signature.label, "pass", f"{key.size}-bit key")
+
+
+def body_hash(body: memoryview | bytes, tags: dict[bytes, bytes]) -> bytes:
+    """The hash of the canonical body (RFC 6376 §3.4.3, §3.4.4, §3.7) with
+    the signature's c=, a= and l=, computed a chunk at a time: the relaxed
+    rules are line-local, so each chunk is canonicalized alone, and empty
+    lines at a chunk's end are held back until text follows them."""
+    policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+    relaxed = policy.body_algorithm.name == b"relaxed"
+    limit = int(tags[b"l"]) if b"l" in tags else None
+    digest = _Truncated(dkimpy.HASH_ALGORITHMS[tags[b"a"]](), limit)
+    held = 0  # CRLFs not hashed yet, in case nothing but CRLFs follows
+    seen = False
+    for chunk in _chunks(body):
+        text: bytes | memoryview = chunk
+        if relaxed:
+            text = _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(b"\r\n", chunk))
+        trailing = _trailing_crlfs(text)
+        if trailing == len(text):
+            held += trailing // 2
+            continue
+        if held:
+            digest.update(b"\r\n" * held)
+        digest.update(text[: len(text) - trailing])
+        held, seen = trailing // 2, True
+    if seen or not relaxed:
+        # A body ends with one CRLF; an empty relaxed body is empty.
+        digest.update(b"\r\n")
+    return digest.digest()
+
+
+class _Truncated:
+    """A hash fed at most `limit` bytes (the l= tag), or all when None."""
+
+    def __init__(self, hasher: Any, limit: int | None) -> None:
+        self._hasher, self._left = hasher, limit
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self._left is not None:
+            data = data[: self._left]
+            self._left -= len(data)
+        self._hasher.update(data)
+
+    def digest(self) -> bytes:
+        return bytes(self._hasher.digest())
+
+
+def _chunks(body: memoryview | bytes) -> Iterator[memoryview]:
+    """`body` in pieces of about `_CHUNK` bytes, each cut after a byte that
+    is not white space or a line break, so no run of white space and no
+    CRLF is cut in two."""
+    view = memoryview(body)
+    start = 0
+    while start < len(view):
+        cut = start + _CHUNK
+        if cut < len(view):
+            safe = _NOT_SPACE.search(view, cut - 1)
+            cut = len(view) if safe is None else safe.end()
+        yield view[start:cut]
+        start = cut
+
+
+def _trailing_crlfs(text: bytes | memoryview) -> int:
+    """How many bytes of CRLF pairs `text` ends with."""
+    if text[-2:] != b"\r\n":
+        return 0  # every chunk but the last ends in text
+    tail = bytes(text)
+    end = len(tail)
+    while tail.endswith(b"\r\n", 0, end):
+        end -= 2
+    return len(tail) - end
+
+
+def _expected_bh(tags: dict[bytes, bytes]) -> bytes:
+    try:
+        return base64.b64decode(re.sub(rb"\s+", b"", tags[b"bh"]))
+    except (binascii.Error, ValueError) as exc:
+        raise dkimpy.MessageFormatError(f"unreadable bh= tag: {exc}") from exc
 
 
 def _crypto_reason(exc: Exception) -> Reason:

@@ -3,13 +3,16 @@ public keys served by the loopback DNS server."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 from typing import Protocol
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.canonicalization import CanonicalizationPolicy
 
+from services.content import dkim as signatures
 from services.content.dkim import (
     DkimVerdict,
     Reason,
@@ -386,3 +389,55 @@ async def test_an_unsigned_message_with_an_unreadable_header_block_passes(
     verdict = await check(broken, resolver)
 
     assert verdict.outcome == "none"
+
+
+BODIES = [
+    b"",
+    b"\r\n",
+    b"\r\n\r\n\r\n",
+    b"one line\r\n",
+    b"no final line break",
+    b"text\r\n\r\n\r\n",
+    b"  \t \r\n \r\n",
+    b"a  b\t\tc   \r\nd \t\r\n\r\n  \r\n",
+    b"lone\rcarriage\nreturns\r\n\r",
+    b"x" * 50 + b"   " + b"y" * 3 + b"\t\t\r\n" * 4 + b"end\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1024 * 1024])
+@pytest.mark.parametrize("canonicalization", [b"simple", b"relaxed"])
+@pytest.mark.parametrize("limit", [None, 0, 5])
+def test_the_body_hash_is_the_one_dkimpy_computes(
+    chunk: int,
+    canonicalization: bytes,
+    limit: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signatures, "_CHUNK", chunk)
+    policy = CanonicalizationPolicy.from_c_value(b"simple/" + canonicalization)
+    tags = {b"a": b"rsa-sha256", b"c": b"simple/" + canonicalization}
+    if limit is not None:
+        tags[b"l"] = str(limit).encode()
+    for body in BODIES:
+        canonical = policy.canonicalize_body(body)
+        expected = hashlib.sha256(canonical[:limit]).digest()
+        assert signatures.body_hash(memoryview(body), tags) == expected, body
+
+
+async def test_a_relaxed_signature_with_a_length_limit_passes_with_text_added(
+    rsa2048: Signer, publish: Publish, resolver: Resolver
+) -> None:
+    publish(rsa2048)
+    signed = rsa2048.keys.sign(
+        MESSAGE.replace(b"attached.", b"attached.   \t"),
+        rsa2048.selector,
+        DOMAIN,
+        SIGNED,
+        canonicalize=(b"relaxed", b"relaxed"),
+        length=True,
+    )
+
+    verdict = await check(signed + b"A footer that a list added.\r\n", resolver)
+
+    assert verdict.outcome == "pass", verdict

@@ -30,8 +30,11 @@ class KeyPair:
         domain: str,
         headers: list[bytes],
         algorithm: bytes = b"rsa-sha256",
+        canonicalize: tuple[bytes, bytes] = (b"relaxed", b"simple"),
+        length: bool = False,
     ) -> bytes:
-        """The message with a DKIM-Signature header in front."""
+        """The message with a DKIM-Signature header in front; `length`
+        adds an l= tag covering the body as it is."""
         header = dkimpy.sign(
             message,
             selector.encode(),
@@ -39,6 +42,8 @@ class KeyPair:
             self.pem,
             include_headers=headers,
             signature_algorithm=algorithm,
+            canonicalize=canonicalize,
+            length=length,
         )
         return header + message
 
