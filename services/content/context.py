@@ -19,9 +19,9 @@ from shared.messages import StageRequest
 from shared.settings import Settings
 
 # How many CPU-bound walks of a message one worker runs at once. The GIL
-# lets only one of them run at a time anyway; the bound keeps the memory
-# peak of parsing (about 2.7 times a message, see `mime`) to a few
-# messages however many arrive together.
+# lets only one of them run at a time anyway; the bound keeps what walks
+# decode (a zip attachment, up to three quarters of a message) to a few
+# messages' worth however many arrive together.
 CPU_SLOTS = 2
 
 
