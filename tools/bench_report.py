@@ -251,6 +251,22 @@ def print_content(
         verdict = "met" if ratio >= 1.7 else "NOT met"
         print(f"  more replicas / fewer, over the bus: {ratio:.2f}", end="")
         print(f" (target for 2/1 >= 1.7 when content is the bottleneck: {verdict})")
+        print(_ceiling(direct[0], direct[1]))
+
+
+def _ceiling(fewer: Requests, more: Requests) -> str:
+    """The best ratio this machine allows: its cores spent on nothing but
+    the CPU one verdict costs with more replicas, over the rate with fewer.
+    Below 1.7 the cores, not the replicas, bound the figure."""
+    cores = os.cpu_count() or 1
+    others = 1000 * more.others / max(more.answered, 1)
+    per_verdict = more.cpu_ms("content", "nats-server", "requester") + others
+    best = cores * 1000 / per_verdict
+    return (
+        f"  this machine's ceiling for that ratio: {best / fewer.rate:.2f}"
+        f" ({cores} cores / {per_verdict:.2f} ms of CPU per verdict"
+        f" = {best:.0f} verdicts/s, over {fewer.rate:.0f}/s with fewer)"
+    )
 
 
 def _direct_table(runs: Sequence[Requests]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import inspect
 import logging
 import re
@@ -32,6 +33,7 @@ import dkim as dkimpy
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from services.content.cpu import offload
 from shared.dns import Resolver
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,7 @@ async def verify(
     1,024-bit floor for RSA keys.
     """
     try:
-        headers, body = await asyncio.to_thread(_split, message)
+        headers, body = await offload(_header_bytes(message), _split, message)
     except dkimpy.MessageFormatError as exc:
         return _unparsable(message, str(exc))
     count = sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
@@ -180,6 +182,11 @@ async def verify(
         for index in range(min(count, max_signatures))
     ]
     return _combine(await asyncio.gather(*checks))
+
+
+def _header_bytes(message: bytes) -> int:
+    end = message.find(_END_OF_HEADERS)
+    return len(message) if end == -1 else end
 
 
 def _split(message: bytes) -> tuple[list[list[bytes]], memoryview]:
@@ -223,7 +230,7 @@ async def _check(
     key = await _fetch_key(prepared, txt_lookup, signer.minkey)
     if isinstance(key, SignatureResult):
         return key
-    result = await asyncio.to_thread(_verify_crypto, signer, body, prepared, key)
+    result = await offload(len(body), _verify_crypto, signer, body, prepared, key)
     log.debug("DKIM d=%s s=%s: %s", result.domain, result.selector, result.outcome)
     return result
 
@@ -309,7 +316,7 @@ def _judge_key(
         # RFC 6376 §3.6.1: an empty p= means the key has been revoked.
         return _tested(_failed(label, Reason.KEY_REVOKED, "empty p="), testing)
     try:
-        pk, size, ktag, _ = dkimpy.evaluate_pk(name, record)
+        pk, size, ktag = _public_key(name, record)
     except dkimpy.NaClNotFoundError:
         return _outcome(label, "neutral", "ed25519 keys are not supported here")
     except (dkimpy.DKIMException, ValueError, TypeError) as exc:
@@ -320,6 +327,14 @@ def _judge_key(
         detail = f"{size}-bit key"
         return _tested(_failed(label, Reason.KEY_TOO_SHORT, detail), testing)
     return _Key(pk, size, ktag, testing)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(name: bytes, record: bytes) -> tuple[Any, int, bytes]:
+    """dkimpy's reading of a key record (an ASN.1 parse), once per record:
+    mail from one sender keeps coming under the same key."""
+    pk, size, ktag, _ = dkimpy.evaluate_pk(name, record)
+    return pk, size, ktag
 
 
 def _verify_crypto(

@@ -11,23 +11,22 @@ bounds follow the antivirus rule's mode and `av_exemptions`. They apply
 whether or not clamd is configured, since they protect the walk, not clamd.
 
 CPU-bound work (the MIME and zip walk, the header block, subject patterns)
-runs in a thread, so the worker's event loop keeps answering NATS while a
-large message is read.
+on a large message runs in a thread (`cpu.offload`), so the worker's event
+loop keeps answering NATS while it is read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from services.content import dkim as signatures
 from services.content import prohibitions
 from services.content.antivirus import Clamd, ClamdUnavailable, ScanResult
 from services.content.attachments import Finding, find_blocked_attachment
 from services.content.context import Context, Walk
+from services.content.cpu import offload
 from shared import metrics
 from shared.errors import DependencyUnavailable
 from shared.evaluate import PASS, SKIP, Found, Reject
@@ -35,8 +34,6 @@ from shared.evaluate import PASS, SKIP, Found, Reject
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Messages up to this size are parsed on the event loop (about 0.1 ms).
-INLINE_BYTES = 64 * 1024
 
 _END_OF_HEADERS = b"\r\n\r\n"
 # RFC 6376 §3.5: the header field a signature travels in.
@@ -83,8 +80,8 @@ async def admin_prohibited(ctx: Context) -> Found:
     and blank unless the client or the sender is exempt."""
     entries = sorted(entry.value for entry in ctx.lists.entries("blocked_subjects"))
     subjects = prohibitions.subject_rules(entries)
-    found = await _offload(
-        ctx,
+    found = await offload(
+        len(ctx.message),
         prohibitions.find_prohibition,
         ctx.message,
         subjects,
@@ -106,7 +103,7 @@ async def dkim(ctx: Context) -> Found:
     """
     if ctx.lists.ip_in("dkim_exemptions", ctx.client):
         return SKIP
-    domains = await _offload(ctx, _signing_domains, ctx.message)
+    domains = await offload(len(ctx.message), _signing_domains, ctx.message)
     if not domains:
         # Without this shortcut dkim.verify would slice off the body first.
         ctx.results["dkim"] = "none"
@@ -129,21 +126,12 @@ async def dkim(ctx: Context) -> Found:
 # Attachments --------------------------------------------------------------
 
 
-async def _offload(
-    ctx: Context, work: Callable[..., T], *args: Any, **kwargs: Any
-) -> T:
-    """CPU work off the event loop for large messages. A small one is
-    parsed faster than a thread hand-off costs (the benchmark saw a third of
-    the content service's CPU go to hand-offs), so it is done in place."""
-    if len(ctx.message) <= INLINE_BYTES:
-        return work(*args, **kwargs)
-    return await asyncio.to_thread(work, *args, **kwargs)
-
-
 async def _walk(ctx: Context, blocked: frozenset[str]) -> Walk:
     """Walk the attachment names in a thread, a few messages at a time."""
     async with ctx.scanners.cpu:
-        finding = await _offload(ctx, find_blocked_attachment, ctx.message, blocked)
+        finding = await offload(
+            len(ctx.message), find_blocked_attachment, ctx.message, blocked
+        )
     ctx.walk = Walk(finding)
     return ctx.walk
 
