@@ -8,7 +8,6 @@ verdicts become wire replies. No answer in time is 451 4.3.0 (SPEC §1).
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -21,6 +20,7 @@ from aiosmtpd.smtp import Envelope
 
 from services.ingress import headers
 from services.ingress.data import Data
+from services.ingress.decisions import DecisionLog
 from services.ingress.spool import Queued, Spool
 from shared import metrics, replies
 from shared.bodies import Bodies
@@ -61,13 +61,20 @@ class Gateway:
     """aiosmtpd handler: asks for verdicts and answers with the catalog."""
 
     def __init__(
-        self, env: Environment, bus: Bus, view: StoreView, spool: Spool, bodies: Bodies
+        self,
+        env: Environment,
+        bus: Bus,
+        view: StoreView,
+        spool: Spool,
+        bodies: Bodies,
+        decisions: DecisionLog,
     ) -> None:
         self.env = env
         self.bus = bus
         self.view = view
         self.spool = spool
         self.bodies = bodies
+        self.decisions = decisions
         self.sessions: set[GatewaySMTP] = set()
         self._proxies = [ip_network(n) for n in env.trusted_proxy_networks()]
 
@@ -91,7 +98,7 @@ class Gateway:
         reply = self._reply(verdict)
         if reply is None:
             return None
-        await self._publish(session, None, _outcome(verdict), reply)
+        self._publish(session, None, _outcome(verdict), reply)
         return reply
 
     async def handle_HELO(
@@ -359,9 +366,9 @@ class Gateway:
         if tx is None:
             return
         session.transaction = None
-        await self._publish(session, tx, outcome, reply or tx.reply, queue_id)
+        self._publish(session, tx, outcome, reply or tx.reply, queue_id)
 
-    async def _publish(
+    def _publish(
         self,
         session: GatewaySession,
         tx: Transaction | None,
@@ -369,7 +376,7 @@ class Gateway:
         reply: str,
         queue_id: str = "",
     ) -> None:
-        """One decision record per transaction (SPEC §6), fire and forget."""
+        """One decision record per transaction (SPEC §6), published soon."""
         checks = session.checks + (tx.checks if tx else [])
         session.checks = []
         record = {
@@ -393,8 +400,7 @@ class Gateway:
             len(tx.recipients) if tx else 0,
             reply[:3] or "-",
         )
-        subject = f"perimeter.decisions.{outcome}"
-        await self.bus.nc.publish(subject, json.dumps(record).encode())
+        self.decisions.add(outcome, record)
 
 
 def _declared_size(mail_options: list[str]) -> int:

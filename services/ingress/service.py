@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.ingress.decisions import DecisionLog
 from services.ingress.delivery import Delivery
 from services.ingress.gateway import Gateway
 from services.ingress.relay import RelayPool
@@ -37,7 +38,11 @@ class Ingress:
         self.spool = Spool(self.bus)
         self.bodies = Bodies(self.bus)
         await self.bodies.start()
-        self.gateway = Gateway(env, self.bus, self.view, self.spool, self.bodies)
+        self.decisions = DecisionLog(self.bus)
+        self.decisions.start()
+        self.gateway = Gateway(
+            env, self.bus, self.view, self.spool, self.bodies, self.decisions
+        )
         self.pool = RelayPool(env.hostname)
         self.delivery = Delivery(
             env, self.bus, self.view, self.spool, self.bodies, self.pool
@@ -72,6 +77,7 @@ class Ingress:
         for session in list(self.gateway.sessions):
             session.shut_down()
         await self.delivery.stop()
+        await self.decisions.stop()
         await self.pool.close()
         await self.view.stop()
         await self.bus.close()

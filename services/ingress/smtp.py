@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import secrets
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROXY_TIMEOUT = 10.0
+# RFC 5321 §4.1.2 Path in its plain form: <dot-atom@domain>, ASCII, no
+# source route, no quoted local part, no address literal; what follows is
+# the parameters. Anything else goes to aiosmtpd's full parse.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_PATH = re.compile(
+    rf"\s*<({_ATEXT}(?:\.{_ATEXT})*)@({_LABEL}(?:\.{_LABEL})*)>\s*(.*)", re.DOTALL
+)
 
 
 def _b64(text: str) -> bytes | None:
@@ -39,6 +48,16 @@ def _b64(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a MAIL/RCPT argument in the plain form;
+    None for any other form."""
+    found = _PLAIN_PATH.fullmatch(arg)
+    if found is None:
+        return None
+    local, domain, rest = found.groups()
+    return f"{local}@{domain}", rest
 
 
 def _text(raw: bytes) -> str:
@@ -69,6 +88,19 @@ class GatewaySMTP(SMTP):
         # find its commands and AUTH mechanisms; listing only those saves a
         # third of a millisecond of CPU per connection.
         return _PROTOCOL_NAMES
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parse, with a fast path for the plain path
+        nearly all mail uses: for every MAIL and RCPT aiosmtpd defines a
+        typing Protocol class and builds a full RFC 5322 token tree."""
+        plain = plain_path(arg)
+        if plain is None:
+            return super()._getaddr(arg)  # type: ignore[no-any-return]
+        address, rest = plain
+        local = address.rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     def _create_session(self) -> GatewaySession:
         fresh = GatewaySession(self.loop)
