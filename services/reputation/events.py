@@ -3,24 +3,42 @@
 Each counted event (a MAIL, a failed recipient, a failed AUTH) is one
 message in the JetStream stream PERIMETER_EVENTS on a subject of its own
 kind and key, with a per-message TTL of the window (`Nats-TTL`, nats-server
-2.11+). The number of messages a subject holds is then exactly the number
-of events in the last window, whichever replica counted them; JetStream
-removes them as they age out. Recording is one publish, counting one
-stream-info request.
+2.11+): JetStream is where the events live and how they age out.
+
+Counting reads a local copy of that stream. Every replica follows it with
+an ordered consumer that replays what the stream holds at start and then
+receives each new event, whichever replica recorded it; an event counts
+until its time in the stream plus its TTL. Asking the stream for a
+subject's count instead would cost a request to nats-server per check, and
+a rate-limited MAIL checks once, a RCPT once more. Recording is one
+publish; the count that follows it waits until the copy has caught up with
+that publish, so a replica always sees its own events, and another
+replica's within the time a message takes to reach it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import hashlib
-import json
+import logging
+import time
+from contextlib import suppress
 
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.api import DeliverPolicy
 
 from shared.bus import Bus
 from shared.errors import DependencyUnavailable
-from shared.store import EVENTS_STREAM
+from shared.settings import seconds
+from shared.store import EVENTS_STREAM, EVENTS_SUBJECTS
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "perimeter.event"
+_TTL_HEADER = "Nats-TTL"
+_SWEEP_SECONDS = 60.0
 
 
 def subject(kind: str, key: str) -> str:
@@ -33,29 +51,93 @@ class Events:
     def __init__(self, bus: Bus, timeout: float = 2.0) -> None:
         self.bus = bus
         self.timeout = timeout
+        # subject -> when each of its events leaves the window, ascending
+        self._expiries: dict[str, list[float]] = {}
+        self._applied = 0  # the stream sequence the copy has reached
+        self._advanced = asyncio.Condition()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Follow the stream, and return once what it held is copied."""
+        info = await self.bus.js.stream_info(EVENTS_STREAM)
+        await self.bus.js.subscribe(
+            EVENTS_SUBJECTS,
+            stream=EVENTS_STREAM,
+            cb=self._apply,
+            ordered_consumer=True,
+            headers_only=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        if info.state.messages:
+            await self._caught_up(info.state.last_seq, timeout=30.0)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
 
     async def record(self, kind: str, key: str, window: int) -> None:
         """Count one event that ages out after `window` seconds."""
-        try:
-            await self.bus.js.publish(
-                subject(kind, key), b"", headers={"Nats-TTL": f"{window}s"}
-            )
-        except NatsError as exc:
-            raise DependencyUnavailable(f"cannot record {kind}: {exc}") from exc
+        await self._publish(subject(kind, key), window)
 
     async def count(self, kind: str, key: str) -> int:
         """How many events of `kind` for `key` are inside their window."""
-        name = subject(kind, key)
-        request = json.dumps({"subjects_filter": name}).encode()
-        try:
-            reply = await self.bus.nc.request(
-                f"$JS.API.STREAM.INFO.{EVENTS_STREAM}", request, timeout=self.timeout
-            )
-        except NatsError as exc:
-            raise DependencyUnavailable(f"cannot count {kind}: {exc}") from exc
-        state = json.loads(reply.data).get("state", {})
-        return int((state.get("subjects") or {}).get(name, 0))
+        if not self.bus.connected:
+            # The copy stops following while the bus is away.
+            raise DependencyUnavailable(f"cannot count {kind}: NATS is not connected")
+        return self._live(subject(kind, key))
 
     async def record_and_count(self, kind: str, key: str, window: int) -> int:
-        await self.record(kind, key, window)
-        return await self.count(kind, key)
+        name = subject(kind, key)
+        sequence = await self._publish(name, window)
+        try:
+            await self._caught_up(sequence, self.timeout)
+        except TimeoutError as exc:
+            raise DependencyUnavailable(f"{kind} events are not arriving") from exc
+        return self._live(name)
+
+    async def _publish(self, name: str, window: int) -> int:
+        try:
+            ack = await self.bus.js.publish(
+                name, b"", headers={_TTL_HEADER: f"{window}s"}, timeout=self.timeout
+            )
+        except NatsError as exc:
+            raise DependencyUnavailable(f"cannot record an event: {exc}") from exc
+        return ack.seq
+
+    def _live(self, name: str) -> int:
+        expiries = self._expiries.get(name)
+        if not expiries:
+            return 0
+        gone = bisect.bisect_right(expiries, time.time())
+        del expiries[:gone]
+        return len(expiries)
+
+    async def _apply(self, msg: Msg) -> None:
+        """One event from the stream, recorded by any replica."""
+        meta = msg.metadata
+        ttl = (msg.headers or {}).get(_TTL_HEADER)
+        try:
+            window = seconds(ttl) if ttl else 0
+        except ValueError:
+            window = 0
+        if window:
+            stored = meta.timestamp.timestamp()
+            bisect.insort(self._expiries.setdefault(msg.subject, []), stored + window)
+        async with self._advanced:
+            self._applied = max(self._applied, meta.sequence.stream)
+            self._advanced.notify_all()
+
+    async def _caught_up(self, sequence: int, timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._advanced:
+            await self._advanced.wait_for(lambda: self._applied >= sequence)
+
+    async def _sweep(self) -> None:
+        """Forget keys whose events have all aged out."""
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            for name in list(self._expiries):
+                if not self._live(name):
+                    del self._expiries[name]

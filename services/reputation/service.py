@@ -43,6 +43,7 @@ class Reputation:
         self.view = StoreView(self.bus.js)
         await self.view.start()
         self.tools = self._tools()
+        await self.tools.events.start()
         for stage in STAGES:
             await self.bus.serve(stage_subject(stage), REPUTATION_GROUP, self._answer)
         self._health = await start_health(self.env, lambda: self.bus.connected)
@@ -61,6 +62,7 @@ class Reputation:
 
     async def stop(self) -> None:
         await stop_health(self._health)
+        await self.tools.events.stop()
         await self.view.stop()
         await self.bus.close()
 
