@@ -12,7 +12,7 @@ Who counts what, so that a sum over every pod counts each event once:
 | `perimeter_rule_rejects_total`     | the service that ran the rule        |
 | `perimeter_rule_would_reject_total`| the same, for rules in monitor mode  |
 | `perimeter_rule_errors_total`      | the same, when the rule could not run|
-| `perimeter_stage_seconds`          | ingress, per stage, bus round trip   |
+| `perimeter_stage_seconds`          | ingress; and the worker that answered|
 | `perimeter_messages_total`         | ingress, once per transaction        |
 | `perimeter_dns_errors_total`       | reputation and content               |
 | `perimeter_clamd_errors_total`     | content                              |

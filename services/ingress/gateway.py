@@ -1,9 +1,11 @@
-"""The stages of an SMTP session, each answered by a verdict over the bus.
+"""The stages of an SMTP session, each answered by a verdict.
 
-`Gateway` is aiosmtpd's handler. At connect, HELO/EHLO, MAIL, RCPT and the
-end of DATA it asks the owning service for a verdict within a time budget
-and turns it into the catalog's reply; this is the one place where
-verdicts become wire replies. No answer in time is 451 4.3.0 (SPEC §1).
+`Gateway` is aiosmtpd's handler. At AUTH, MAIL, RCPT and the end of DATA
+it asks the owning service for a verdict over the bus within a time budget;
+no answer in time is 451 4.3.0 (SPEC §1). The connect and HELO checks need
+only the session and the lists, so it runs them itself (`session_checks`).
+It turns every verdict into the catalog's reply; this is the one place
+where verdicts become wire replies.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope
 
-from services.ingress import headers
+from services.ingress import headers, session_checks
 from services.ingress.data import Data
 from services.ingress.decisions import DecisionLog
+from services.ingress.session_checks import SessionContext
 from services.ingress.spool import Queued, Spool
 from shared import metrics, replies
 from shared.bodies import Bodies
 from shared.bus import Bus, stage_subject
 from shared.errors import BusError
+from shared.evaluate import evaluate
 from shared.messages import (
     Check,
     Outcome,
@@ -94,7 +98,7 @@ class Gateway:
 
     async def connect(self, server: GatewaySMTP, session: GatewaySession) -> str | None:
         """The greeting's verdict: None to greet, else the refusal."""
-        verdict = await self._ask(StageRequest(Stage.CONNECT, session.bus), session)
+        verdict = await self._check_here(Stage.CONNECT, session)
         reply = self._reply(verdict)
         if reply is None:
             return None
@@ -126,7 +130,7 @@ class Gateway:
         await self._end_transaction(session, "aborted")
         session.host_name = None
         session.bus.helo = hostname
-        verdict = await self._ask(StageRequest(Stage.HELO, session.bus), session)
+        verdict = await self._check_here(Stage.HELO, session)
         reply = self._reply(verdict, server)
         if reply is None:
             session.host_name = hostname
@@ -332,6 +336,17 @@ class Gateway:
         elapsed = time.perf_counter() - started
         metrics.STAGE_SECONDS.labels(stage=request.stage.value).observe(elapsed)
         self._record(session, request.stage, verdict)
+        return verdict
+
+    async def _check_here(self, stage: Stage, session: GatewaySession) -> Verdict:
+        """A stage whose checks need only the session and the lists."""
+        started = time.perf_counter()
+        ctx = SessionContext(session.bus, self.view.lists)
+        steps = session_checks.STEPS[stage]
+        verdict = await evaluate(steps, ctx, self.settings, stage.value)
+        elapsed = time.perf_counter() - started
+        metrics.STAGE_SECONDS.labels(stage=stage.value).observe(elapsed)
+        self._record(session, stage, verdict)
         return verdict
 
     def _record(self, session: GatewaySession, stage: Stage, verdict: Verdict) -> None:

@@ -1,4 +1,7 @@
-"""The order of the reputation checks at each stage (SPEC §3)."""
+"""The order of the reputation checks at each stage (SPEC §3).
+
+The connect and HELO checks read only the session and the lists; the
+ingress runs them itself (services/ingress/session_checks.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +21,6 @@ from shared.evaluate import Step
 from shared.rules import Rule, Stage
 
 STAGES: dict[Stage, list[Step[Context]]] = {
-    Stage.CONNECT: [
-        Step.of(Rule.BANNED_IP, bans.banned_ip),
-        Step.of(Rule.AUTH_BRUTEFORCE, bans.auth_blacklisted),
-    ],
-    Stage.HELO: [
-        Step.of(Rule.HELO_IP, helo.helo_ip),
-    ],
     Stage.AUTH: [
         Step.of(Rule.AUTH_ONCE, auth.auth_once),
     ],

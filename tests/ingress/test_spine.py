@@ -157,8 +157,10 @@ async def test_two_reputation_replicas_both_answer(dns_server_session) -> None:
         for _ in range(20):
             async with Dialogue(running) as smtp:
                 await smtp.reply()
+                await smtp.command("EHLO client.test")
+                await smtp.command("MAIL FROM:<bob@sender.example>")
                 await smtp.command("QUIT")
-        counts = [await _connect_verdicts(port) for port in ports]
+        counts = [await _mail_verdicts(port) for port in ports]
     finally:
         running.stop()
         running.nats.stop()
@@ -167,13 +169,13 @@ async def test_two_reputation_replicas_both_answer(dns_server_session) -> None:
     assert sum(counts) == 20
 
 
-async def _connect_verdicts(port: int) -> float:
+async def _mail_verdicts(port: int) -> float:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
     text = (await reader.read()).decode()
     writer.close()
     for line in text.splitlines():
-        if line.startswith('perimeter_stage_seconds_count{stage="connect"}'):
+        if line.startswith('perimeter_stage_seconds_count{stage="mail"}'):
             return float(line.split()[-1])
     return 0.0
 
@@ -190,16 +192,20 @@ async def test_a_reputation_service_that_does_not_answer_gives_451_within_the_bu
     try:
         await asyncio.sleep(1.0)
         os.kill(hung.pid, signal.SIGSTOP)
-        started = time.monotonic()
         async with Dialogue(running) as smtp:
+            # Connect and HELO are the ingress's own checks (session_checks).
             greeting = await smtp.reply()
-        waited = time.monotonic() - started
+            await smtp.command("EHLO client.test")
+            started = time.monotonic()
+            answer = await smtp.command("MAIL FROM:<bob@sender.example>")
+            waited = time.monotonic() - started
         os.kill(hung.pid, signal.SIGCONT)
     finally:
         running.stop()
         running.nats.stop()
 
-    assert greeting == replies.TEMPORARY_FAILURE.render()
+    assert greeting.startswith("220 ")
+    assert answer == replies.TEMPORARY_FAILURE.render()
     assert 1.4 < waited < 5.0
 
 
