@@ -6,7 +6,7 @@ the same lists as every worker (`shared.watch`), so it answers them from
 its own copy, through the same `evaluate`, with the same modes, decision
 records and metrics as a worker's verdict. Asking the reputation service
 instead cost two bus round trips per connection, about a third of all the
-CPU a one-message connection takes (see the note in README.md). Every stage
+CPU a one-message connection takes (README.md, "Hops"). Every stage
 that needs DNS, shared counters, credentials or callouts (AUTH, MAIL, RCPT)
 and the end of DATA still ask their service over NATS.
 """
