@@ -130,8 +130,7 @@ class Delivery:
             except NotFoundError:
                 await self._lost(msg, item)
                 return
-        message = item.prepend + body
-        results = await self._relay(item, message)
+        results = await self._relay(item, body)
         done = [r for r, res in results.items() if res.delivered]
         failed = [r for r, res in results.items() if res.permanent]
         waiting = [r for r in item.recipients if r not in done and r not in failed]
@@ -184,21 +183,23 @@ class Delivery:
         kept.error = error
         await self.spool.fail(kept)
 
-    async def _relay(self, item: Queued, message: bytes) -> dict[str, RecipientResult]:
+    async def _relay(self, item: Queued, body: bytes) -> dict[str, RecipientResult]:
         results: dict[str, RecipientResult] = {}
         for route, recipients in self._routes(item.recipients).items():
             if route is None:
                 for rcpt in recipients:
                     results[rcpt] = RecipientResult(554, "no route to the domain")
                 continue
-            results.update(await self._send(route, item, recipients, message))
+            results.update(await self._send(route, item, recipients, body))
         return results
 
     async def _send(
-        self, route: Route, item: Queued, recipients: list[str], message: bytes
+        self, route: Route, item: Queued, recipients: list[str], body: bytes
     ) -> dict[str, RecipientResult]:
         try:
-            return await self.pool.send(route, item.sender, recipients, message)
+            return await self.pool.send(
+                route, item.sender, recipients, body, prepend=item.prepend
+            )
         except RouteError as exc:
             return {r: RecipientResult(exc.code, exc.message) for r in recipients}
 

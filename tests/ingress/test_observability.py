@@ -37,6 +37,11 @@ async def test_each_service_serves_health_and_metrics_and_counts_rejections(
             async with Dialogue(running) as smtp:
                 await smtp.reply()
                 refused = await smtp.command("EHLO 192.0.2.9")
+            async with Dialogue(running) as smtp:
+                await smtp.reply()
+                await smtp.command("EHLO client.test")
+                await smtp.command("MAIL FROM:<bob@sender.example>")
+                no_relay = await smtp.command("RCPT TO:<carol@elsewhere.example>")
             await asyncio.sleep(0.5)
             texts = {
                 name: (await http.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -52,8 +57,13 @@ async def test_each_service_serves_health_and_metrics_and_counts_rejections(
         running.nats.stop()
 
     assert refused == replies.RULE_REPLIES[Rule.HELO_IP].render()
-    rejects = 'perimeter_rule_rejects_total{rule="helo_ip",stage="helo"} 1.0'
-    assert rejects in texts["reputation"]
-    assert 'perimeter_stage_seconds_count{stage="helo"} 1.0' in texts["ingress"]
+    assert no_relay == replies.RULE_REPLIES[Rule.RELAY].render()
+    # helo_ip is the ingress's own check; relay is the reputation service's.
+    helo_ip = 'perimeter_rule_rejects_total{rule="helo_ip",stage="helo"} 1.0'
+    assert helo_ip in texts["ingress"]
+    relay = 'perimeter_rule_rejects_total{rule="relay",stage="rcpt"} 1.0'
+    assert relay in texts["reputation"]
+    assert 'perimeter_stage_seconds_count{stage="helo"} 2.0' in texts["ingress"]
+    assert 'perimeter_stage_seconds_count{stage="rcpt"} 1.0' in texts["ingress"]
     assert "perimeter_clamd_errors_total" in texts["content"]
     assert admin.status_code == 200 and admin_health.status_code == 200
