@@ -11,7 +11,6 @@ where verdicts become wire replies.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope
 
-from services.ingress import headers, session_checks
+from services.ingress import headers, ids, session_checks
 from services.ingress.data import Data
 from services.ingress.decisions import DecisionLog
 from services.ingress.session_checks import SessionContext
@@ -214,7 +213,7 @@ class Gateway:
     ) -> str:
         if data.too_big:
             return await self._finish(session, "rejected", replies.TOO_BIG.render())
-        queue_id = secrets.token_hex(8).upper()
+        queue_id = ids.queue_id()
         try:
             return await self._accept(server, session, envelope, data.content, queue_id)
         except BusError:

@@ -13,13 +13,13 @@ import base64
 import binascii
 import logging
 import re
-import secrets
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session, syntax
 
+from services.ingress import ids
 from services.ingress.data import read_data
 from shared import replies
 from shared.logs import session_id
@@ -69,7 +69,7 @@ class GatewaySession(Session):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
-        self.bus = BusSession(id=secrets.token_hex(6), client="")
+        self.bus = BusSession(id=ids.session_id(), client="")
         self.checks: list[tuple[Stage, Check]] = []
         self.results: dict[str, str] = {}
         self.transaction: Transaction | None = None
