@@ -301,6 +301,41 @@ def merge(*answers: Answer) -> Answer:
     return Answer(Status.NODATA, (), ttl)
 
 
+class MailHosts(NamedTuple):
+    """Where a domain's mail goes (RFC 5321 §5.1): `hosts` best preference
+    first when `status` is OK; NXDOMAIN, or NODATA for a domain that takes
+    no mail (a null MX, RFC 7505 §3, or no MX, A or AAAA record); TIMEOUT
+    or ERROR when the DNS could not say. `reason` is for logs."""
+
+    status: Status
+    reason: str
+    hosts: tuple[str, ...] = ()
+
+
+async def mail_hosts(resolver: Resolver, domain: str) -> MailHosts:
+    """The hosts that take `domain`'s mail, from its MX records, or the
+    domain itself as its implicit MX when it has none."""
+    mx = await resolver.mx(domain)
+    if mx.unavailable:
+        return MailHosts(mx.status, f"MX lookup {mx.status}")
+    if mx.status is Status.NXDOMAIN:
+        return MailHosts(Status.NXDOMAIN, "domain does not exist")
+    if mx.found:
+        exchanges = [parse_mx(record) for record in mx.records]
+        # RFC 7505 §3: an MX "0 ." (alone, as it must be) says the domain
+        # takes no mail at all.
+        if all(exchange.is_null for exchange in exchanges):
+            return MailHosts(Status.NODATA, "null MX")
+        hosts = tuple(e.exchange for e in exchanges if not e.is_null)
+        return MailHosts(Status.OK, "MX", hosts)
+    address = await resolver.a_aaaa(domain)
+    if address.found:
+        return MailHosts(Status.OK, "implicit MX", (domain,))
+    if address.unavailable:
+        return MailHosts(address.status, f"A/AAAA lookup {address.status}")
+    return MailHosts(Status.NODATA, "no MX, A or AAAA record")
+
+
 def _use_nameservers(
     resolver: dns.resolver.BaseResolver, nameservers: Sequence[tuple[str, int]]
 ) -> None:

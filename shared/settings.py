@@ -69,6 +69,9 @@ class Environment(BaseSettings):
     trusted_proxies: str = ""
     smarthost: str = ""
     callout_port: int = 25
+    # Where other domains' mail exchangers listen, for mail delivered
+    # straight to a domain's MX hosts (no route, no smarthost).
+    mx_port: int = 25
     metrics_listen: str = ""
     # Time budgets, in seconds, for one verdict over the bus (SPEC §1).
     stage_budget: float = 10.0

@@ -16,11 +16,15 @@ from tests.support.dnsserver import (  # noqa: F401
     dns_server_session,
     resolver,
 )
+from tests.support.natsserver import free_port
 from tests.support.operator import Operator
 from tests.support.sink import Sink
 from tests.support.stack import Product, product
 
 _names = itertools.count(1)
+# Where other domains' mail hosts listen in the tests (PERIMETER_MX_PORT):
+# every mail exchanger the test DNS names is on loopback at this port.
+MX_PORT = free_port()
 
 
 # The part of the DNS every end-to-end test relies on: the loopback client
@@ -53,6 +57,7 @@ def gateway(dns_server_session: DnsServer) -> Iterator[Product]:  # noqa: F811
     running = product(
         dns_port=dns_server_session.address[1],
         replicas={"reputation": 2, "content": 2},
+        PERIMETER_MX_PORT=str(MX_PORT),
         **antivirus,
     )
     try:
@@ -76,6 +81,15 @@ async def operator(gateway: Product) -> AsyncIterator[Operator]:
 async def route() -> AsyncIterator[Sink]:
     """The organisation's mail server behind the gateway."""
     sink = Sink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+@pytest.fixture(scope="session")
+async def mail_exchanger() -> AsyncIterator[Sink]:
+    """Another organisation's mail host, reached through its MX records."""
+    sink = Sink(port=MX_PORT)
     await sink.start()
     yield sink
     await sink.stop()

@@ -15,17 +15,24 @@ import logging
 import time
 from collections import defaultdict
 from contextlib import suppress
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
-from services.ingress.relay import RecipientResult, RelayPool, RouteError
+from services.ingress.relay import (
+    RecipientResult,
+    RelayPool,
+    RouteError,
+    RouteUnreachable,
+)
 from services.ingress.spool import Queued, Spool
 from shared import metrics
 from shared.bodies import Bodies
 from shared.bus import Bus
+from shared.dns import MailHosts, Resolver, Status, mail_hosts
 from shared.settings import Environment, split_hostport
 from shared.store import QUEUE_STREAM, QUEUE_SUBJECTS
 from shared.watch import StoreView
@@ -34,6 +41,17 @@ log = logging.getLogger(__name__)
 
 DURABLE = "delivery"
 Route = tuple[str, int]
+# How many of a domain's mail hosts, and addresses of each, are tried.
+_MAX_HOSTS = 5
+_MAX_ADDRESSES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """Mail for a domain with no route of its own and no smarthost goes to
+    the domain's mail hosts (RFC 5321 §5)."""
+
+    domain: str
 
 
 class Delivery:
@@ -45,6 +63,7 @@ class Delivery:
         spool: Spool,
         bodies: Bodies,
         pool: RelayPool,
+        resolver: Resolver,
     ) -> None:
         self.env = env
         self.bus = bus
@@ -52,6 +71,7 @@ class Delivery:
         self.spool = spool
         self.bodies = bodies
         self.pool = pool
+        self.resolver = resolver
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._gauge: asyncio.Task[None] | None = None
@@ -185,13 +205,47 @@ class Delivery:
 
     async def _relay(self, item: Queued, body: bytes) -> dict[str, RecipientResult]:
         results: dict[str, RecipientResult] = {}
-        for route, recipients in self._routes(item.recipients).items():
-            if route is None:
-                for rcpt in recipients:
-                    results[rcpt] = RecipientResult(554, "no route to the domain")
-                continue
-            results.update(await self._send(route, item, recipients, body))
+        for target, recipients in self._routes(item.recipients).items():
+            if isinstance(target, Direct):
+                sent = await self._send_direct(target.domain, item, recipients, body)
+            else:
+                sent = await self._send(target, item, recipients, body)
+            results.update(sent)
         return results
+
+    async def _send_direct(
+        self, domain: str, item: Queued, recipients: list[str], body: bytes
+    ) -> dict[str, RecipientResult]:
+        """Deliver to the domain's mail hosts, best preference first; the
+        first that holds a session decides (RFC 5321 §5.1)."""
+        found = await mail_hosts(self.resolver, domain)
+        if found.status is not Status.OK:
+            failure = _no_mail_hosts(domain, found)
+            return dict.fromkeys(recipients, failure)
+        tried: list[str] = []
+        for host in found.hosts[:_MAX_HOSTS]:
+            if host.rstrip(".").lower() == self.env.hostname.lower():
+                continue  # ourselves: the message would only come back
+            addresses = await self.resolver.a_aaaa(host)
+            for address in addresses.records[:_MAX_ADDRESSES]:
+                try:
+                    return await self.pool.send(
+                        (address, self.env.mx_port),
+                        item.sender,
+                        recipients,
+                        body,
+                        prepend=item.prepend,
+                    )
+                except RouteUnreachable as exc:
+                    tried.append(exc.message)
+                except RouteError as exc:
+                    refused = RecipientResult(exc.code, exc.message)
+                    return dict.fromkeys(recipients, refused)
+            if not addresses.found:
+                tried.append(f"{host}: no address ({addresses.status})")
+        detail = "; ".join(tried) or "only this gateway is listed"
+        text = f"4.4.1 no mail host of {domain} took the message: {detail}"
+        return dict.fromkeys(recipients, RecipientResult(451, text))
 
     async def _send(
         self, route: Route, item: Queued, recipients: list[str], body: bytes
@@ -203,25 +257,37 @@ class Delivery:
         except RouteError as exc:
             return {r: RecipientResult(exc.code, exc.message) for r in recipients}
 
-    def _routes(self, recipients: list[str]) -> dict[Route | None, list[str]]:
+    def _routes(self, recipients: list[str]) -> dict[Route | Direct, list[str]]:
         """Group recipients by the route their domain is delivered to."""
-        groups: dict[Route | None, list[str]] = defaultdict(list)
+        groups: dict[Route | Direct, list[str]] = defaultdict(list)
         for rcpt in recipients:
             groups[self.route_for(rcpt.rpartition("@")[2].lower())].append(rcpt)
         return groups
 
-    def route_for(self, domain: str) -> Route | None:
+    def route_for(self, domain: str) -> Route | Direct:
+        """The relay_domains entry's route, else the smarthost, else the
+        domain's own mail hosts."""
         entry = self.view.lists.relay_domain(domain)
         if entry is not None:
             return split_hostport(entry.route, 25)
         if self.env.smarthost:
             return split_hostport(self.env.smarthost, 25)
-        return None
+        return Direct(domain)
 
     def _backoff(self, msg: Msg) -> float:
         attempts = msg.metadata.num_delivered or 1
         delay = self.env.delivery_retry_base * 2 ** (attempts - 1)
         return float(min(delay, self.env.delivery_retry_max))
+
+
+def _no_mail_hosts(domain: str, found: MailHosts) -> RecipientResult:
+    """Why a domain's mail cannot go anywhere: for now, or for good."""
+    if found.status in (Status.TIMEOUT, Status.ERROR):
+        return RecipientResult(451, f"4.4.3 {domain}: {found.reason}")
+    if found.reason == "null MX":
+        # RFC 7505 §4.2: the domain says it accepts no mail.
+        return RecipientResult(556, f"5.1.10 {domain} accepts no mail (null MX)")
+    return RecipientResult(550, f"5.1.2 {domain}: {found.reason}")
 
 
 def _next_generation(item: Queued, recipients: list[str]) -> Queued:

@@ -72,6 +72,11 @@ class RouteError(Exception):
         return self.code >= 500
 
 
+class RouteUnreachable(RouteError):
+    """No SMTP session could be opened with the route: another host of the
+    same domain may still take the message."""
+
+
 @dataclass(slots=True, frozen=True)
 class _Reply:
     code: int
@@ -194,13 +199,15 @@ class RelayPool:
                 )
         except OSError as exc:  # TimeoutError is one too
             detail = str(exc) or type(exc).__name__
-            raise RouteError(451, f"cannot connect to {host}:{port}: {detail}") from exc
+            text = f"cannot connect to {host}:{port}: {detail}"
+            raise RouteUnreachable(451, text) from exc
         conn = _Connection(reader, writer, self.timeout)
         try:
             await self._open_session(conn, host)
         except _Broken as exc:
             conn.close()
-            raise RouteError(451, f"cannot connect to {host}:{port}: {exc}") from exc
+            text = f"cannot connect to {host}:{port}: {exc}"
+            raise RouteUnreachable(451, text) from exc
         except BaseException:
             conn.close()
             raise

@@ -14,6 +14,7 @@ from services.ingress.spool import Spool
 from services.ingress.tls import server_context
 from shared.bodies import Bodies
 from shared.bus import Bus
+from shared.dns import Resolver
 from shared.lists import seed_defaults
 from shared.service import start_health, stop_health
 from shared.settings import Environment, split_hostport
@@ -44,8 +45,9 @@ class Ingress:
             env, self.bus, self.view, self.spool, self.bodies, self.decisions
         )
         self.pool = RelayPool(env.hostname)
+        self.resolver = Resolver(env.nameservers())
         self.delivery = Delivery(
-            env, self.bus, self.view, self.spool, self.bodies, self.pool
+            env, self.bus, self.view, self.spool, self.bodies, self.pool, self.resolver
         )
         await self.delivery.start()
         await self._listen()
@@ -79,5 +81,6 @@ class Ingress:
         await self.delivery.stop()
         await self.decisions.stop()
         await self.pool.close()
+        await self.resolver.aclose()
         await self.view.stop()
         await self.bus.close()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.reputation.callout import Probe, ProbeOutcome, address_key, probe
-from shared.dns import Resolver, Status, parse_mx
+from shared.dns import Resolver, Status, mail_hosts
 from shared.ttlcache import TTLCache
 
 logger = logging.getLogger(__name__)
@@ -129,35 +129,12 @@ async def _mail_hosts(
         return SenderResult(SenderStatus.OK, "null sender"), ()
     if not domain or domain.startswith("["):
         return SenderResult(SenderStatus.FAIL, "no domain to verify"), ()
-
-    mx = await resolver.mx(domain)
-    if mx.unavailable:
-        return SenderResult(SenderStatus.UNAVAILABLE, f"MX lookup {mx.status}"), ()
-    if mx.status is Status.NXDOMAIN:
-        return SenderResult(SenderStatus.FAIL, "domain does not exist"), ()
-    if mx.found:
-        return _from_mx(mx.records)
-
-    # RFC 5321 §5.1: no MX records, so the domain itself is the implicit MX.
-    address = await resolver.a_aaaa(domain)
-    if address.found:
-        return SenderResult(SenderStatus.OK, "implicit MX"), (domain,)
-    if address.unavailable:
-        return SenderResult(
-            SenderStatus.UNAVAILABLE, f"A/AAAA lookup {address.status}"
-        ), ()
-    return SenderResult(SenderStatus.FAIL, "no MX, A or AAAA record"), ()
-
-
-def _from_mx(records: tuple[str, ...]) -> tuple[SenderResult, Hosts]:
-    exchanges = [parse_mx(record) for record in records]
-    # RFC 7505 §3: an MX "0 ." (alone, as it must be) says the domain takes
-    # no mail at all.
-    if all(mx.is_null for mx in exchanges):
-        return SenderResult(SenderStatus.FAIL, "null MX"), ()
-
-    hosts = tuple(mx.exchange for mx in exchanges if not mx.is_null)
-    return SenderResult(SenderStatus.OK, "MX"), hosts
+    found = await mail_hosts(resolver, domain)
+    if found.status is Status.OK:
+        return SenderResult(SenderStatus.OK, found.reason), found.hosts
+    if found.status in (Status.TIMEOUT, Status.ERROR):
+        return SenderResult(SenderStatus.UNAVAILABLE, found.reason), ()
+    return SenderResult(SenderStatus.FAIL, found.reason), ()
 
 
 def _from_probe(address: str, answer: Probe) -> SenderResult:
