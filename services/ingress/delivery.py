@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
+from services.ingress import dsn, ids
 from services.ingress.relay import (
     RecipientResult,
     RelayPool,
@@ -157,20 +158,23 @@ class Delivery:
         for rcpt in done:
             log.info("%s delivered to <%s>", item.id, rcpt)
         if waiting and time.time() - item.received > self.env.delivery_max_age:
+            for rcpt in waiting:
+                results[rcpt] = _expired(results.get(rcpt))
             failed, waiting = failed + waiting, []
-        await self._settle(msg, item, results, failed, waiting, partial=bool(done))
+        await self._settle(msg, item, body, results, failed, waiting, bool(done))
 
     async def _settle(
         self,
         msg: Msg,
         item: Queued,
+        body: bytes,
         results: dict[str, RecipientResult],
         failed: list[str],
         waiting: list[str],
         partial: bool,
     ) -> None:
         if failed:
-            await self._fail(item, results, failed)
+            await self._fail(msg, item, body, results, failed)
         if waiting and not (partial or failed):
             delay = self._backoff(msg)
             log.info("%s deferred %.0fs: %s", item.id, delay, _first_error(results))
@@ -190,18 +194,43 @@ class Delivery:
     async def _lost(self, msg: Msg, item: Queued) -> None:
         """The body is gone (expired or dropped): nothing left to retry."""
         log.error("%s: body %s is gone; failing the message", item.id, item.body_ref)
-        item.error = "the stored body is gone"
-        await self.spool.fail(item)
+        gone = RecipientResult(554, "5.3.0 the stored message was lost at the gateway")
+        results = dict.fromkeys(item.recipients, gone)
+        await self._fail(msg, item, b"", results, item.recipients)
         await msg.ack_sync()
 
     async def _fail(
-        self, item: Queued, results: dict[str, RecipientResult], failed: list[str]
+        self,
+        msg: Msg,
+        item: Queued,
+        body: bytes,
+        results: dict[str, RecipientResult],
+        failed: list[str],
     ) -> None:
+        """Keep the failed recipients' entry for the operator, and tell the
+        sender (RFC 5321 §6.1: once 250 was said, silence is not allowed)."""
         error = "; ".join(f"<{r}>: {_text(results.get(r))}" for r in failed)
         log.warning("%s failed: %s", item.id, error)
         kept = _next_generation(item, failed)
         kept.error = error
         await self.spool.fail(kept)
+        if not item.sender:
+            return  # a bounce is never bounced (RFC 5321 §4.5.5)
+        failures = [_failure(rcpt, results.get(rcpt)) for rcpt in failed]
+        notice = dsn.bounce(
+            hostname=self.env.hostname,
+            queue_id=item.id,
+            sender=item.sender,
+            received=item.received,
+            failures=failures,
+            original=item.prepend + body[: dsn.HEADERS_LIMIT],
+        )
+        bounce = Queued(ids.queue_id(), "", [item.sender], prepend=b"", body=notice)
+        # Named by the entry that failed, so a retry of this step after a
+        # lost acknowledgement queues the bounce once.
+        origin = f"{item.id}.{msg.metadata.sequence.stream}"
+        await self.spool.enqueue(bounce, f"{origin}.dsn")
+        log.info("%s bounced to <%s> as %s", item.id, item.sender, bounce.id)
 
     async def _relay(self, item: Queued, body: bytes) -> dict[str, RecipientResult]:
         results: dict[str, RecipientResult] = {}
@@ -278,6 +307,18 @@ class Delivery:
         attempts = msg.metadata.num_delivered or 1
         delay = self.env.delivery_retry_base * 2 ** (attempts - 1)
         return float(min(delay, self.env.delivery_retry_max))
+
+
+def _expired(last: RecipientResult | None) -> RecipientResult:
+    """A recipient still failing for now when the message is too old to
+    try again: failed, with why (RFC 3463 4.4.7, delivery time expired)."""
+    return RecipientResult(451, f"4.4.7 gave up after the last answer: {_text(last)}")
+
+
+def _failure(recipient: str, result: RecipientResult | None) -> dsn.Failure:
+    if result is None:
+        return dsn.Failure(recipient, 451, "4.4.7 no answer from the route")
+    return dsn.Failure(recipient, result.code, result.message)
 
 
 def _no_mail_hosts(domain: str, found: MailHosts) -> RecipientResult:

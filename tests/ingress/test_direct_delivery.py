@@ -25,11 +25,21 @@ async def trusted(operator: Operator, unique: str) -> str:
     return client
 
 
-async def submit(gateway: Product, client: str, rcpt: str) -> int:
+async def submit(gateway: Product, client: str, rcpt: str, sender: str = SENDER) -> int:
     code, _ = await asyncio.to_thread(
-        send, gateway, SENDER, [rcpt], message(SENDER, rcpt), client
+        send, gateway, sender, [rcpt], message(sender or "x@y.example", rcpt), client
     )
     return code
+
+
+def sender_with_mail_host(dns_server: DnsServer, unique: str) -> str:
+    """A sender whose domain's mail host is the test's mail exchanger, so
+    the bounces to it can be read."""
+    domain = f"{unique}.senders.example"
+    dns_server.zone(domain)
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", "127.0.0.1")
+    return f"alice@{domain}"
 
 
 async def failed_entry(operator: Operator, rcpt: str) -> dict[str, Any]:
@@ -85,7 +95,62 @@ async def test_a_domain_without_mx_gets_its_mail_at_its_own_address(
     await mail_exchanger.wait_for(rcpt, timeout=15)
 
 
-async def test_a_domain_with_a_null_mx_fails_for_good(
+async def test_a_domain_with_a_null_mx_fails_for_good_and_is_bounced(
+    gateway: Product,
+    operator: Operator,
+    dns_server: DnsServer,
+    mail_exchanger: Sink,
+    unique: str,
+) -> None:
+    domain = f"{unique}.nomail.example"
+    dns_server.zone(domain)
+    dns_server.add(domain, "MX", "0 .")
+    sender = sender_with_mail_host(dns_server, unique)
+    client = await trusted(operator, unique)
+    rcpt = f"dave@{domain}"
+
+    assert await submit(gateway, client, rcpt, sender) == 250
+    entry = await failed_entry(operator, rcpt)
+    assert "5.1.10" in entry["error"] and "null MX" in entry["error"]
+    assert mail_exchanger.count(rcpt) == 0
+    bounce = await mail_exchanger.wait_for(sender, timeout=15)
+    assert bounce.sender == ""
+    notice = bounce.content.decode("utf-8", "replace")
+    assert "multipart/report; report-type=delivery-status" in notice
+    assert f"Final-Recipient: rfc822; {rcpt}" in notice
+    assert "Status: 5.1.10" in notice
+    assert f"To: <{sender}>" in notice
+
+
+async def test_a_recipient_the_route_refuses_after_250_is_bounced(
+    gateway: Product,
+    operator: Operator,
+    dns_server: DnsServer,
+    mail_exchanger: Sink,
+    unique: str,
+) -> None:
+    refusing = Sink(rcpt_reply="550 5.1.1 no such user here")
+    await refusing.start()
+    domain = f"{unique}.inside.example"
+    await operator.add("relay_domains", domain, route=refusing.route, verify="none")
+    sender = sender_with_mail_host(dns_server, unique)
+    rcpt = f"gone@{domain}"
+    try:
+        code, _ = await asyncio.to_thread(
+            send, gateway, sender, [rcpt], message(sender, rcpt)
+        )
+        assert code == 250
+        bounce = await mail_exchanger.wait_for(sender, timeout=15)
+    finally:
+        await refusing.stop()
+
+    notice = bounce.content.decode("utf-8", "replace")
+    assert "Status: 5.1.1" in notice
+    assert "Diagnostic-Code: smtp; 550 5.1.1 no such user here" in notice
+    assert "Subject: Hello" in notice  # the original's headers, part 3
+
+
+async def test_a_bounce_that_fails_is_not_bounced(
     gateway: Product,
     operator: Operator,
     dns_server: DnsServer,
@@ -96,9 +161,12 @@ async def test_a_domain_with_a_null_mx_fails_for_good(
     dns_server.zone(domain)
     dns_server.add(domain, "MX", "0 .")
     client = await trusted(operator, unique)
-    rcpt = f"dave@{domain}"
+    rcpt = f"erin@{domain}"
 
-    assert await submit(gateway, client, rcpt) == 250
+    assert await submit(gateway, client, rcpt, sender="") == 250
     entry = await failed_entry(operator, rcpt)
-    assert "5.1.10" in entry["error"] and "null MX" in entry["error"]
-    assert mail_exchanger.count(rcpt) == 0
+
+    assert entry["sender"] == ""
+    await asyncio.sleep(1.0)
+    notices = [m for m in mail_exchanger.messages if entry["id"].encode() in m.content]
+    assert notices == []
