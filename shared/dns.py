@@ -167,7 +167,10 @@ class Resolver:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        return await self._ask(key)
 
+    async def _ask(self, key: Key) -> Answer:
+        """The answer from the wire, sharing a lookup already on it."""
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._fetch(key))
@@ -176,9 +179,22 @@ class Resolver:
         # A caller that gives up must not cancel the lookup others wait for.
         return await asyncio.shield(task)
 
+    async def query_all(self, queries: Sequence[tuple[str, str]]) -> list[Answer]:
+        """Several (name, rdtype) lookups, answers in order: those in the
+        cache at once, the rest concurrently. Most lookups of a busy
+        gateway are cache hits, and a task per hit costs more than it."""
+        keys = [_key(name, rdtype) for name, rdtype in queries]
+        answers: list[Answer | None] = [self._cache.get(key) for key in keys]
+        missing = [index for index, answer in enumerate(answers) if answer is None]
+        if missing:
+            fetched = await asyncio.gather(*(self._ask(keys[i]) for i in missing))
+            for index, answer in zip(missing, fetched, strict=True):
+                answers[index] = answer
+        return [answer for answer in answers if answer is not None]
+
     async def a_aaaa(self, name: str) -> Answer:
         """A and AAAA together: OK with every address when either has some."""
-        v4, v6 = await asyncio.gather(self.query(name, "A"), self.query(name, "AAAA"))
+        v4, v6 = await self.query_all([(name, "A"), (name, "AAAA")])
         return merge(v4, v6)
 
     async def ptr(self, ip: str) -> Answer:

@@ -980,7 +980,10 @@ def _subject_pattern(entry: Entry) -> SubjectPattern | None:
 
 
 @lru_cache(maxsize=8192)
+@lru_cache(maxsize=8192)
 def _address_number(text: str) -> tuple[int, int] | None:
+    """(version, number) of an address; a session asks about its client in
+    several lists at every stage, so the parse is remembered."""
     try:
         address = _unmapped(ipaddress.ip_address(text))
     except ValueError:

@@ -15,7 +15,6 @@ a dead zone when the operator put `rbl` in `fail_open`.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -104,9 +103,14 @@ class ZoneResult:
 
 def query_name(ip: str, zone: str) -> str:
     """The name to ask a zone about an address (RFC 5782 §2.1, §2.4)."""
-    pointer = reverse_pointer(ip)
-    reversed_address = pointer.rsplit(".", 2)[0]  # drop in-addr.arpa / ip6.arpa
-    return f"{reversed_address}.{zone.rstrip('.')}"
+    return f"{_reversed(ip)}.{zone.rstrip('.')}"
+
+
+@lru_cache(maxsize=4096)
+def _reversed(ip: str) -> str:
+    """The address in the reversed form zones are asked in: the PTR name
+    without in-addr.arpa or ip6.arpa."""
+    return reverse_pointer(ip).rsplit(".", 2)[0]
 
 
 async def lookup(
@@ -114,8 +118,8 @@ async def lookup(
 ) -> list[ZoneResult]:
     """Ask every zone about `ip` concurrently; results in the zones' order."""
     zones = list(zones)
-    answers = await asyncio.gather(
-        *(resolver.query(query_name(ip, zone.name), "A") for zone in zones)
+    answers = await resolver.query_all(
+        [(query_name(ip, zone.name), "A") for zone in zones]
     )
     return [_result(zone, answer) for zone, answer in zip(zones, answers, strict=True)]
 

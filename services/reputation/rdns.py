@@ -16,7 +16,6 @@ of them leads back to the client address:
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -71,7 +70,7 @@ async def _confirm(resolver: Resolver, ip: str, names: tuple[str, ...]) -> Iprev
     """RFC 8601 §3: pass when a PTR name resolves back to the address."""
     address = _unmapped(ip)
     rdtype = "A" if address.version == 4 else "AAAA"
-    answers = await asyncio.gather(*(resolver.query(name, rdtype) for name in names))
+    answers = await resolver.query_all([(name, rdtype) for name in names])
 
     if any(address in _addresses(answer) for answer in answers):
         return Iprev.PASS

@@ -308,3 +308,23 @@ async def test_the_blocking_lookup_shares_nameservers_and_cache(
     assert found == again == Answer(Status.OK, ("192.0.2.1",), 300)
     assert timeout.status is Status.TIMEOUT
     assert dns_server.asked("host.example.test", "A") == 1
+
+
+async def test_several_lookups_come_back_in_order_and_cached_ones_stay_local(
+    resolver: Resolver, dns_server: DnsServer
+) -> None:
+    await resolver.query("host.example.test", "A")
+    misses = resolver.cache_misses
+
+    answers = await resolver.query_all(
+        [
+            ("example.test", "MX"),
+            ("host.example.test", "A"),
+            ("nobody.example.test", "A"),
+        ]
+    )
+
+    assert [a.status for a in answers] == [Status.OK, Status.OK, Status.NXDOMAIN]
+    assert answers[1].records == ("192.0.2.1",)
+    assert dns_server.asked("host.example.test", "A") == 1
+    assert resolver.cache_misses == misses + 2
