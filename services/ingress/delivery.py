@@ -189,7 +189,10 @@ class Delivery:
         elif item.body_ref and not (failed or item.kept):
             # The body goes once no entry, queued or failed, needs it.
             await self.bodies.drop(item.body_ref)
-        await msg.ack_sync()
+        # A plain ack: waiting for nats-server to confirm it would cost a
+        # message back per delivery and close no gap, since a lost ack
+        # means a redelivery either way (after ack_wait), never a loss.
+        await msg.ack()
 
     async def _lost(self, msg: Msg, item: Queued) -> None:
         """The body is gone (expired or dropped): nothing left to retry."""
