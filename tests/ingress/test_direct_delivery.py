@@ -42,6 +42,14 @@ def sender_with_mail_host(dns_server: DnsServer, unique: str) -> str:
     return f"alice@{domain}"
 
 
+def null_mx_domain(dns_server: DnsServer, unique: str) -> str:
+    """A domain that says it takes no mail (RFC 7505)."""
+    domain = f"{unique}.nomail.example"
+    dns_server.zone(domain)
+    dns_server.add(domain, "MX", "0 .")
+    return domain
+
+
 async def failed_entry(operator: Operator, rcpt: str) -> dict[str, Any]:
     """The message kept in PERIMETER_FAILED for `rcpt`, once it is there."""
     deadline = time.monotonic() + 15
@@ -102,9 +110,7 @@ async def test_a_domain_with_a_null_mx_fails_for_good_and_is_bounced(
     mail_exchanger: Sink,
     unique: str,
 ) -> None:
-    domain = f"{unique}.nomail.example"
-    dns_server.zone(domain)
-    dns_server.add(domain, "MX", "0 .")
+    domain = null_mx_domain(dns_server, unique)
     sender = sender_with_mail_host(dns_server, unique)
     client = await trusted(operator, unique)
     rcpt = f"dave@{domain}"
@@ -157,9 +163,7 @@ async def test_a_bounce_that_fails_is_not_bounced(
     mail_exchanger: Sink,
     unique: str,
 ) -> None:
-    domain = f"{unique}.nomail.example"
-    dns_server.zone(domain)
-    dns_server.add(domain, "MX", "0 .")
+    domain = null_mx_domain(dns_server, unique)
     client = await trusted(operator, unique)
     rcpt = f"erin@{domain}"
 
