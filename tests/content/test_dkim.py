@@ -3,14 +3,17 @@ public keys served by the loopback DNS server."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import secrets
 from typing import Protocol
 
+import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.canonicalization import CanonicalizationPolicy
+from nacl import signing
 
 from services.content import dkim as signatures
 from services.content.dkim import (
@@ -441,3 +444,28 @@ async def test_a_relaxed_signature_with_a_length_limit_passes_with_text_added(
     verdict = await check(signed + b"A footer that a list added.\r\n", resolver)
 
     assert verdict.outcome == "pass", verdict
+
+
+async def test_an_ed25519_signature_passes_and_an_altered_one_fails(
+    dns_server: DnsServer, resolver: Resolver
+) -> None:
+    # RFC 8463: the private key is the 32-byte seed, p= the public key.
+    seed = signing.SigningKey.generate()
+    private = base64.b64encode(bytes(seed))
+    public = base64.b64encode(bytes(seed.verify_key)).decode()
+    dns_server.zone(DOMAIN)
+    dns_server.add(f"ed._domainkey.{DOMAIN}", "TXT", f"v=DKIM1; k=ed25519; p={public}")
+    header = dkimpy.sign(
+        MESSAGE,
+        b"ed",
+        DOMAIN.encode(),
+        private,
+        include_headers=SIGNED,
+        signature_algorithm=b"ed25519-sha256",
+    )
+
+    good = await check(header + MESSAGE, resolver)
+    bad = await check(altered_subject(header + MESSAGE), resolver)
+
+    assert good.outcome == "pass", good
+    assert (bad.outcome, bad.reason) == ("fail", Reason.BAD_SIGNATURE)
