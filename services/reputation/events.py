@@ -23,6 +23,7 @@ import bisect
 import hashlib
 import logging
 import time
+from collections import deque
 from contextlib import suppress
 
 from nats.aio.msg import Msg
@@ -52,7 +53,7 @@ class Events:
         self.bus = bus
         self.timeout = timeout
         # subject -> when each of its events leaves the window, ascending
-        self._expiries: dict[str, list[float]] = {}
+        self._expiries: dict[str, deque[float]] = {}
         self._applied = 0  # the stream sequence the copy has reached
         self._advanced = asyncio.Condition()
         self._sweeper: asyncio.Task[None] | None = None
@@ -111,8 +112,9 @@ class Events:
         expiries = self._expiries.get(name)
         if not expiries:
             return 0
-        gone = bisect.bisect_right(expiries, time.time())
-        del expiries[:gone]
+        now = time.time()
+        while expiries and expiries[0] <= now:
+            expiries.popleft()
         return len(expiries)
 
     async def _apply(self, msg: Msg) -> None:
@@ -124,8 +126,14 @@ class Events:
         except ValueError:
             window = 0
         if window:
-            stored = meta.timestamp.timestamp()
-            bisect.insort(self._expiries.setdefault(msg.subject, []), stored + window)
+            expiry = meta.timestamp.timestamp() + window
+            expiries = self._expiries.setdefault(msg.subject, deque())
+            if not expiries or expiry >= expiries[-1]:
+                # The stream stamps events in order and a kind keeps its
+                # window, so this is the way nearly every event goes.
+                expiries.append(expiry)
+            else:  # the window was changed in the settings meanwhile
+                expiries.insert(bisect.bisect_right(expiries, expiry), expiry)
         async with self._advanced:
             self._applied = max(self._applied, meta.sequence.stream)
             self._advanced.notify_all()

@@ -87,3 +87,16 @@ async def test_a_replica_started_later_counts_what_the_stream_holds(replica) -> 
     later = await replica()
 
     assert await later.count("rate", key) == 4
+
+
+async def test_a_shorter_window_after_a_longer_one_ages_out_first(replica) -> None:
+    """The settings changed the window between two events of one key."""
+    events = await replica()
+    key = f"ip:198.51.100.{time.monotonic_ns() % 250}"
+    await events.record("rate", key, 60)
+    assert await events.record_and_count("rate", key, 1) == 2
+
+    async def the_longer_one_is_left() -> bool:
+        return await events.count("rate", key) == 1
+
+    await eventually(the_longer_one_is_left, seconds=4.0)
