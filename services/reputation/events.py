@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _PREFIX = "perimeter.event"
 _TTL_HEADER = "Nats-TTL"
 _SWEEP_SECONDS = 60.0
+_REPLAY_SECONDS = 30.0
 
 
 def subject(kind: str, key: str) -> str:
@@ -55,6 +56,7 @@ class Events:
         # subject -> when each of its events leaves the window, ascending
         self._expiries: dict[str, deque[float]] = {}
         self._applied = 0  # the stream sequence the copy has reached
+        self._drained = False  # the consumer had nothing more to send
         self._advanced = asyncio.Condition()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -70,8 +72,21 @@ class Events:
             deliver_policy=DeliverPolicy.ALL,
         )
         if info.state.messages:
-            await self._caught_up(info.state.last_seq, timeout=30.0)
+            await self._replayed(info.state.last_seq)
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _replayed(self, last: int) -> None:
+        """Wait for the copy to hold what the stream held at start. Events
+        may age out of the stream before they are replayed, the last one
+        too, so the copy is also done when the consumer has nothing more
+        to send; and a slow replay delays the start, never stops it."""
+        try:
+            async with asyncio.timeout(_REPLAY_SECONDS), self._advanced:
+                await self._advanced.wait_for(
+                    lambda: self._applied >= last or self._drained
+                )
+        except TimeoutError:
+            log.warning("events replay not done in %.0fs; going on", _REPLAY_SECONDS)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -136,6 +151,7 @@ class Events:
                 expiries.insert(bisect.bisect_right(expiries, expiry), expiry)
         async with self._advanced:
             self._applied = max(self._applied, meta.sequence.stream)
+            self._drained = meta.num_pending == 0
             self._advanced.notify_all()
 
     async def _caught_up(self, sequence: int, timeout: float) -> None:

@@ -100,3 +100,19 @@ async def test_a_shorter_window_after_a_longer_one_ages_out_first(replica) -> No
         return await events.count("rate", key) == 1
 
     await eventually(the_longer_one_is_left, seconds=4.0)
+
+
+async def test_a_replica_starts_when_the_last_event_aged_out_before_replay(
+    replica,
+) -> None:
+    first = await replica()
+    key = f"ip:192.0.2.{time.monotonic_ns() % 250}"
+    await first.record("rate", key, 60)
+    await first.record("rate", f"{key}:short", 1)  # the stream's last message
+    await asyncio.sleep(2.0)  # gone from the stream and from every copy
+
+    async with asyncio.timeout(10):  # a hang, not a speed, is what fails here
+        later = await replica()
+
+    assert await later.count("rate", key) == 1
+    assert await later.count("rate", f"{key}:short") == 0
