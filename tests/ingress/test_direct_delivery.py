@@ -174,3 +174,28 @@ async def test_a_bounce_that_fails_is_not_bounced(
     await asyncio.sleep(1.0)
     notices = [m for m in mail_exchanger.messages if entry["id"].encode() in m.content]
     assert notices == []
+
+
+async def test_a_domain_whose_dns_fails_is_retried_and_delivered_when_it_answers(
+    gateway: Product,
+    operator: Operator,
+    dns_server: DnsServer,
+    mail_exchanger: Sink,
+    unique: str,
+) -> None:
+    domain = f"{unique}.flaky.example"
+    dns_server.zone(domain)
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", "127.0.0.1")
+    dns_server.fail(domain)  # SERVFAIL: the DNS cannot say, for now
+    client = await trusted(operator, unique)
+    rcpt = f"frank@{domain}"
+
+    assert await submit(gateway, client, rcpt) == 250
+    await asyncio.sleep(2.0)  # a few tries, with the tests' short backoff
+    assert mail_exchanger.count(rcpt) == 0
+    response = await operator.client.get("/queue", params={"state": "failed"})
+    assert all(rcpt not in entry["recipients"] for entry in response.json())
+
+    dns_server.recover(domain)
+    await mail_exchanger.wait_for(rcpt, timeout=15)

@@ -115,6 +115,12 @@ class DnsServer:
         with self._lock:
             self._failing.add(_owner(suffix))
 
+    def recover(self, suffix: str) -> None:
+        """Names at or under `suffix` are answered again."""
+        with self._lock:
+            self._silenced.discard(_owner(suffix))
+            self._failing.discard(_owner(suffix))
+
     def clear(self) -> None:
         with self._lock:
             for table in (self._records, self._zones, self._silenced, self._failing):
