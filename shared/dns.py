@@ -53,7 +53,11 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.nsbase import NSBase
 from dns.rdtypes.txtbase import TXTBase
 
+from shared import dnswire
 from shared.ttlcache import TTLCache
+
+_CNAME = dnswire.QTYPES["CNAME"]
+_MAX_CNAMES = 16
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +151,7 @@ class Resolver:
         if nameservers:
             _use_nameservers(self._async, nameservers)
             _use_nameservers(self._sync, nameservers)
+        self._stub = dnswire.StubClient(nameservers or _system_servers(self._async))
 
     @property
     def cache_hits(self) -> int:
@@ -238,6 +243,55 @@ class Resolver:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch(self, key: Key) -> Answer:
+        qtype = dnswire.QTYPES.get(key[1])
+        wire = dnswire.encode_name(key[0]) if qtype is not None else None
+        if qtype is None or wire is None or not self._stub.servers:
+            return await self._fetch_general(key)
+        try:
+            reply = await self._stub.ask(wire, qtype, self.lifetime)
+        except dnswire.Timeout:
+            answer = Answer(Status.TIMEOUT)
+        except (dnswire.Unanswered, OSError) as exc:
+            logger.debug("dns %s %s failed: %r", key[0], key[1], exc)
+            answer = Answer(Status.ERROR)
+        else:
+            answer = self._from_reply(key[0], qtype, reply)
+        logger.debug("dns %s %s: %s %s", key[0], key[1], answer.status, answer.records)
+        self._cache.put(key, answer, answer.ttl)
+        return answer
+
+    def _from_reply(self, name: str, qtype: int, reply: dnswire.Reply) -> Answer:
+        """The records of `qtype` at `name`, following CNAMEs (RFC 1034
+        §3.6.2); the TTL is the smallest along the chain."""
+        owner = name.rstrip(".").lower()
+        ttl: int | None = None
+        for _ in range(_MAX_CNAMES):
+            found = [r for r in reply.answers if r.owner == owner and r.rtype == qtype]
+            if found:
+                lowest = min(record.ttl for record in found)
+                ttl = lowest if ttl is None else min(ttl, lowest)
+                found.sort(key=lambda record: record.sort_key)
+                records = tuple(record.text for record in found)
+                return Answer(Status.OK, records, min(ttl, self.max_ttl))
+            alias = next(
+                (r for r in reply.answers if r.owner == owner and r.rtype == _CNAME),
+                None,
+            )
+            if alias is None:
+                break
+            ttl = alias.ttl if ttl is None else min(ttl, alias.ttl)
+            owner = alias.text.lower()
+        status = Status.NXDOMAIN if reply.rcode == dnswire.NXDOMAIN else Status.NODATA
+        return Answer(status, (), self._soa_ttl(reply.soa))
+
+    def _soa_ttl(self, soa: tuple[int, int] | None) -> int:
+        """RFC 2308 §5, from the authority SOA's TTL and MINIMUM."""
+        ttl = self.negative_ttl_without_soa if soa is None else min(soa)
+        return min(ttl, self.max_negative_ttl)
+
+    async def _fetch_general(self, key: Key) -> Answer:
+        """Through dnspython: names that are not plain ASCII host names,
+        types the stub does not read, and the system's resolver setup."""
         qname = _qname(key[0])
         if qname is None:
             return Answer(Status.NXDOMAIN)
@@ -290,12 +344,10 @@ class Resolver:
     def _negative_ttl(self, response: dns.message.Message | None) -> int:
         """RFC 2308 §5: a negative answer lives for the smaller of the SOA's
         own TTL and its MINIMUM field; without an SOA, a short default."""
-        ttl = self.negative_ttl_without_soa
         for rrset in response.authority if response is not None else ():
             if rrset.rdtype == dns.rdatatype.SOA:
-                ttl = min(rrset.ttl, rrset[0].minimum)
-                break
-        return min(ttl, self.max_negative_ttl)
+                return self._soa_ttl((rrset.ttl, rrset[0].minimum))
+        return self._soa_ttl(None)
 
 
 def merge(*answers: Answer) -> Answer:
@@ -350,6 +402,17 @@ async def mail_hosts(resolver: Resolver, domain: str) -> MailHosts:
     if address.unavailable:
         return MailHosts(address.status, f"A/AAAA lookup {address.status}")
     return MailHosts(Status.NODATA, "no MX, A or AAAA record")
+
+
+def _system_servers(resolver: dns.resolver.BaseResolver) -> list[tuple[str, int]]:
+    """The plain-DNS servers of the system's configuration (resolv.conf)."""
+    servers = []
+    for server in resolver.nameservers:
+        if isinstance(server, str):
+            servers.append((server, resolver.port))
+        elif isinstance(server, dns.nameserver.Do53Nameserver):
+            servers.append((server.address, server.port))
+    return servers
 
 
 def _use_nameservers(

@@ -4,9 +4,11 @@ the TTL cache and shared in-flight lookups."""
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 
+from shared import dnswire
 from shared.dns import Answer, MxRecord, Resolver, Status, parse_mx, reverse_pointer
 from tests.support.dnsserver import DnsServer
 
@@ -328,3 +330,51 @@ async def test_several_lookups_come_back_in_order_and_cached_ones_stay_local(
     assert answers[1].records == ("192.0.2.1",)
     assert dns_server.asked("host.example.test", "A") == 1
     assert resolver.cache_misses == misses + 2
+
+
+async def test_a_txt_record_too_big_for_udp_is_read_over_tcp(
+    resolver: Resolver, dns_server: DnsServer
+) -> None:
+    policy = "v=spf1 " + " ".join(f"ip4:198.51.100.{n}" for n in range(90)) + " -all"
+    assert len(policy) > 1500
+    dns_server.add("big.example.test", "TXT", policy)
+
+    answer = await resolver.query("big.example.test", "TXT")
+
+    assert answer.status is Status.OK
+    assert answer.records == (policy,)
+
+
+async def test_an_alias_is_followed_and_the_smallest_ttl_kept(
+    resolver: Resolver, dns_server: DnsServer
+) -> None:
+    dns_server.add("alias.example.test", "CNAME", "host.example.test.", ttl=40)
+
+    answer = await resolver.query("alias.example.test", "A")
+
+    assert answer == Answer(Status.OK, ("192.0.2.1",), 40)
+
+
+def test_a_reply_whose_names_point_in_a_loop_is_unreadable() -> None:
+    qname = dnswire.encode_name("loop.example.test")
+    assert qname is not None
+    header = struct.pack("!HHHHHH", 7, 0x8180, 1, 1, 0, 0)
+    question = qname + struct.pack("!HH", 1, 1)
+    looping = b"\xc0" + bytes([12 + len(question)])  # a pointer to itself
+    answer = looping + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(4)
+
+    with pytest.raises(dnswire.WireError):
+        dnswire.parse(header + question + answer, 7, qname, 1)
+
+
+def test_a_reply_to_another_question_or_id_is_not_taken() -> None:
+    ours = dnswire.encode_name("ours.example.test")
+    other = dnswire.encode_name("other.example.test")
+    assert ours is not None and other is not None
+    header = struct.pack("!HHHHHH", 7, 0x8180, 1, 0, 0, 0)
+    reply = header + other + struct.pack("!HH", 1, 1)
+
+    with pytest.raises(dnswire.WireError):
+        dnswire.parse(reply, 7, ours, 1)
+    with pytest.raises(dnswire.WireError):
+        dnswire.parse(header + ours + struct.pack("!HH", 1, 1), 8, ours, 1)

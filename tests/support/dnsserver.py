@@ -149,8 +149,16 @@ class DnsServer:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
 
-        records = self._records.get(name)
-        matching = [rr for rr in records or () if QTYPE[rr.rtype] == rdtype]
+        # As a recursive resolver answers: an alias is followed, and the
+        # chain comes before the records at its end (RFC 1034 §3.6.2).
+        for _ in range(8):
+            records = self._records.get(name)
+            matching = [rr for rr in records or () if QTYPE[rr.rtype] == rdtype]
+            alias = [rr for rr in records or () if QTYPE[rr.rtype] == "CNAME"]
+            if matching or not alias or rdtype == "CNAME":
+                break
+            reply.add_answer(alias[0])
+            name = _norm(str(alias[0].rdata))
         for rr in matching:
             reply.add_answer(rr)
         if not matching:
@@ -166,7 +174,9 @@ class DnsServer:
 
     def _listen(self) -> list[DNSServer]:
         quiet = DNSLogger(log="-request,-reply,-truncated,-error", prefix=False)
-        udp = DNSServer(self, port=0, address=self.host, logger=quiet)
+        udp = DNSServer(
+            self, port=0, address=self.host, logger=quiet, handler=_ClassicHandler
+        )
         self.port = udp.server.server_address[1]
         try:
             tcp = DNSServer(
@@ -176,6 +186,13 @@ class DnsServer:
             udp.server.server_close()
             raise
         return [udp, tcp]
+
+
+class _ClassicHandler(DNSHandler):
+    """UDP answers as a resolver gives them to a query without EDNS: at
+    most 512 octets, truncated (TC) beyond that (RFC 1035 §4.2.1)."""
+
+    udplen = 512
 
 
 def _norm(name: str) -> str:
