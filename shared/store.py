@@ -18,9 +18,13 @@ first process up makes the streams and buckets and the others find them.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
@@ -127,3 +131,34 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         if exc.err_code != 10058:
             raise
         log.debug("stream %s exists with another configuration", config.name)
+
+
+async def current(
+    js: JetStreamContext, bucket: str, keys: str = ">", timeout: float = 5.0
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(key, value) of every key of `bucket` matching `keys` as it stands
+    now: the last message of each key's subject, deleted keys left out.
+
+    Not a KV watch: nats-py marks the end of a watch's current values by
+    comparing the server's pending count with the messages it has handled,
+    and a message already on its way can come after the mark, so a read
+    right after a write could miss it. Here the consumer itself says how
+    many messages the snapshot holds (delivered plus pending when asked),
+    and exactly that many are read."""
+    prefix = f"$KV.{bucket}."
+    sub = await js.subscribe(
+        prefix + keys,
+        stream=f"KV_{bucket}",
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE),
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+    )
+    try:
+        info = await sub.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        for _ in range(delivered + (info.num_pending or 0)):
+            msg = await sub.next_msg(timeout=timeout)
+            if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                continue
+            yield msg.subject[len(prefix) :], msg.data
+    finally:
+        await sub.unsubscribe()

@@ -1,9 +1,9 @@
 """List entries in the KV bucket `perimeter_lists`, as the admin API reads
 and writes them.
 
-Reads go to the bucket each time (a KV watch of the list's keys, stopped
-once the current values are in), so an answer always reflects the last
-write, whichever admin replica made it. Writes of one list are serialised in
+Reads go to the bucket each time (the last message of each key's subject
+in the bucket's stream), so an answer always reflects the last write,
+whichever admin replica made it. Writes of one list are serialised in
 this process, which makes the duplicate check hold for one admin replica;
 two replicas adding the same value in the same instant could both succeed.
 """
@@ -17,11 +17,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from shared.errors import InvalidEntry
 from shared.lists import CATALOG, Entry, entry_key, identity, parse_entry
+from shared.store import LISTS_BUCKET, current
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,9 @@ def valid_id(entry_id: str) -> bool:
 class EntryStore:
     """Read, add and delete the entries of the lists."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
@@ -119,17 +122,11 @@ class EntryStore:
 
     async def _scan(self, keys: str) -> AsyncIterator[tuple[str, Entry]]:
         """(list, entry) for every current key matching `keys`."""
-        watcher = await self._kv.watch(keys, ignore_deletes=True, inactive_threshold=30)
-        try:
-            async for update in watcher:
-                if update is None:
-                    return
-                name = update.key.partition(".")[0]
-                entry = _read(name, update.key, update.value or b"")
-                if entry is not None:
-                    yield name, entry
-        finally:
-            await watcher.stop()
+        async for key, value in current(self._js, LISTS_BUCKET, keys):
+            name = key.partition(".")[0]
+            entry = _read(name, key, value)
+            if entry is not None:
+                yield name, entry
 
 
 def _read(name: str, key: str, raw: bytes) -> Entry | None:

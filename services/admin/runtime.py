@@ -44,7 +44,7 @@ class Runtime:
         await bodies.start()
         return cls(
             bus,
-            EntryStore(lists),
+            EntryStore(lists, bus.js),
             SettingsStore(settings),
             AuditLog(bus.js),
             MailQueue(bus.js, bodies),

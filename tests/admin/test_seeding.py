@@ -12,7 +12,13 @@ from nats.js import JetStreamContext
 
 from shared.lists import DEFAULT_ZONES, ListIndex, parse_entry, seed_defaults
 from shared.settings import Settings
-from shared.store import LISTS_BUCKET, SETTINGS_BUCKET, SETTINGS_KEY, ensure_store
+from shared.store import (
+    LISTS_BUCKET,
+    SETTINGS_BUCKET,
+    SETTINGS_KEY,
+    current,
+    ensure_store,
+)
 from tests.support.natsserver import NatsServer
 
 
@@ -30,17 +36,15 @@ async def fresh_js() -> AsyncIterator[JetStreamContext]:
 
 async def entries(js: JetStreamContext, name: str) -> dict[str, str]:
     """value -> key of a list's entries."""
-    kv = await js.key_value(LISTS_BUCKET)
-    keys = [k for k in await kv.keys() if k.startswith(f"{name}.")]
-    return {parse_entry(name, (await kv.get(k)).value or b"").value: k for k in keys}
+    found = current(js, LISTS_BUCKET, f"{name}.*")
+    return {parse_entry(name, value).value: key async for key, value in found}
 
 
 async def loaded(js: JetStreamContext) -> ListIndex:
     """A ListIndex holding every key of the lists bucket."""
-    kv = await js.key_value(LISTS_BUCKET)
     index = ListIndex()
-    for key in await kv.keys():
-        index.apply(key, (await kv.get(key)).value)
+    async for key, value in current(js, LISTS_BUCKET):
+        index.apply(key, value)
     return index
 
 
