@@ -1,7 +1,9 @@
 """DNS lookups for the checks: one resolver, a bounded cache, answers as values.
 
 `Resolver` asks the nameservers of `PERIMETER_DNS_NAMESERVERS` (or the
-system's when that list is empty) through dnspython, and never raises for
+system's when that list is empty) through the lean stub client of
+`shared.dnswire` for the types the checks read, and through dnspython for
+anything else and for blocking callers (pyspf); it never raises for
 what the DNS says: every lookup ends in an `Answer` whose `Status` tells a
 name that does not exist (NXDOMAIN), a name without records of that type
 (NODATA), a lookup that ran out of time (TIMEOUT) and any other failure
