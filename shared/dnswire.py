@@ -160,8 +160,8 @@ class StubClient:
                 return parse(raw, qid, qname, qtype)
 
 
-class _Truncated(Exception):
-    pass
+class _Truncated(WireError):
+    """Over UDP: ask again over TCP. Over TCP: a server that cannot answer."""
 
 
 async def _udp(server: tuple[str, int], message: bytes, qid: int) -> bytes:
