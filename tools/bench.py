@@ -65,7 +65,7 @@ from typing import IO, Any
 from tests.support.stack import Product, product
 from tools import bench_setup as setup
 from tools.bench_proc import Child, ChildError, CpuWindow, cpu_seconds
-from tools.bench_profile import Profiler
+from tools.bench_profile import Profile, Profiler
 from tools.bench_report import (
     Requests,
     Run,
@@ -92,6 +92,7 @@ class Options:
     per_connection: int
     size: int
     warmup: int
+    rounds: int
     skip_bare: bool
     skip_bus: bool
     reputation_replicas: int
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--per-connection", type=_count, default=1, help="messages per connection")
     add("--size", type=_count, default=2048, help="message size in bytes")
     add("--warmup", type=int, default=200, help="messages before measuring")
+    add("--rounds", type=_count, default=3, help="stack and bare runs, alternated")
     add("--skip-bare", action="store_true", help="no bare aiosmtpd run")
     add("--skip-bus", action="store_true", help="no bus round trip")
     add("--reputation-replicas", type=_count, default=1)
@@ -322,14 +324,20 @@ async def spine_and_bare(lab: Lab) -> None:
     await lab.settings(spine_only=True)
     progress("warming the stack up")
     await lab.warm(lab.plan(lab.smtp_port, options.warmup), lab.route)
-    progress(f"stack: {options.messages} messages")
     plan = lab.plan(lab.smtp_port, options.messages)
-    profiler = await _profiler(lab)
-    runs = [await lab.measure("stack", plan, lab.stack_pids(), lab.route)]
-    profiles = await profiler.stop() if profiler else []
-    if not options.skip_bare:
-        runs.append(await _bare(lab))
-    print_spine(runs, _spine_notes(lab))
+    # The stack and the bare sink take turns: a machine whose speed drifts
+    # (a shared VM) then moves both, and the medians are compared.
+    stacks: list[Run] = []
+    bares: list[Run] = []
+    profiles: list[Profile] = []
+    for turn in range(options.rounds):
+        progress(f"stack: {options.messages} messages ({turn + 1}/{options.rounds})")
+        profiler = await _profiler(lab) if turn == 0 else None
+        stacks.append(await lab.measure("stack", plan, lab.stack_pids(), lab.route))
+        profiles = await profiler.stop() if profiler else profiles
+        if not options.skip_bare:
+            bares.append(await _bare(lab))
+    print_spine(stacks, bares, _spine_notes(lab))
     print_profiles(profiles)
 
 
