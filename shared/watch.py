@@ -1,7 +1,8 @@
 """A live, local view of the operator's lists and settings.
 
 Each worker keeps the `perimeter_lists` and `perimeter_settings` buckets in
-memory and follows their changes with KV watchers, so a rule reads a list
+memory, loaded from a snapshot and then following their changes with KV
+watchers, so a rule reads a list
 without a bus round trip and an admin change is in force within moments on
 every replica (SPEC §1).
 """
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from shared.lists import ListIndex
 from shared.settings import Settings
-from shared.store import LISTS_BUCKET, SETTINGS_BUCKET, SETTINGS_KEY
+from shared.store import LISTS_BUCKET, SETTINGS_BUCKET, SETTINGS_KEY, current
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +64,40 @@ class StoreView:
             await asyncio.sleep(1.0)
 
     async def _watch(self, kv: KeyValue, bucket: str) -> None:
+        """Load what the bucket holds, then apply every change after it.
+
+        The load is a snapshot whose size the consumer states
+        (`shared.store.current`), not the first part of the watch: nats-py
+        can mark the end of a watch's current values while some are still
+        on their way, and a service would then answer, for a moment, with
+        a relay domain or a ban missing. The watch that follows replays
+        the current values once more; applying a value twice is harmless.
+        """
+        await self._load(bucket)
         watcher = await kv.watchall()
-        fresh = ListIndex()
-        initial = True
         try:
             async for entry in watcher:
                 if entry is None:
-                    initial = self._finish_load(bucket, fresh)
                     continue
                 raw = None if entry.operation in _DELETED else entry.value
-                target = fresh if initial and bucket == LISTS_BUCKET else None
-                self._apply(bucket, entry.key, raw, target)
+                self._apply(bucket, entry.key, raw, None)
         finally:
             await watcher.stop()
 
-    def _finish_load(self, bucket: str, fresh: ListIndex) -> bool:
+    async def _load(self, bucket: str) -> None:
+        fresh = ListIndex()
+        async for key, value in current(self._js, bucket):
+            self._apply(bucket, key, value, fresh)
         if bucket == LISTS_BUCKET:
             self.lists = fresh
         self._loaded[bucket].set()
         log.info("%s loaded", bucket)
-        return False
 
     def _apply(
         self, bucket: str, key: str, raw: bytes | None, target: ListIndex | None
     ) -> None:
         if bucket == LISTS_BUCKET:
-            (target or self.lists).apply(key, raw)
+            (self.lists if target is None else target).apply(key, raw)
         elif key == SETTINGS_KEY and raw is not None:
             self._apply_settings(raw)
 
