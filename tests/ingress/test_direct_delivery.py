@@ -32,14 +32,17 @@ async def submit(gateway: Product, client: str, rcpt: str, sender: str = SENDER)
     return code
 
 
-def sender_with_mail_host(dns_server: DnsServer, unique: str) -> str:
-    """A sender whose domain's mail host is the test's mail exchanger, so
-    the bounces to it can be read."""
-    domain = f"{unique}.senders.example"
+def with_mail_host(dns_server: DnsServer, domain: str) -> str:
+    """`domain`, with the test's mail exchanger as its one MX host."""
     dns_server.zone(domain)
     dns_server.add(domain, "MX", f"10 mx.{domain}.")
     dns_server.add(f"mx.{domain}", "A", "127.0.0.1")
-    return f"alice@{domain}"
+    return domain
+
+
+def sender_with_mail_host(dns_server: DnsServer, unique: str) -> str:
+    """A sender whose bounces the test's mail exchanger receives."""
+    return f"alice@{with_mail_host(dns_server, f'{unique}.senders.example')}"
 
 
 def null_mx_domain(dns_server: DnsServer, unique: str) -> str:
@@ -183,10 +186,7 @@ async def test_a_domain_whose_dns_fails_is_retried_and_delivered_when_it_answers
     mail_exchanger: Sink,
     unique: str,
 ) -> None:
-    domain = f"{unique}.flaky.example"
-    dns_server.zone(domain)
-    dns_server.add(domain, "MX", f"10 mx.{domain}.")
-    dns_server.add(f"mx.{domain}", "A", "127.0.0.1")
+    domain = with_mail_host(dns_server, f"{unique}.flaky.example")
     dns_server.fail(domain)  # SERVFAIL: the DNS cannot say, for now
     client = await trusted(operator, unique)
     rcpt = f"frank@{domain}"
