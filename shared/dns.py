@@ -225,10 +225,17 @@ class Resolver:
         if cached is not None:
             return cached
 
+        limit = self.lifetime if lifetime is None else min(lifetime, self.lifetime)
+        question = _stub_question(key)
+        if question is not None and self._stub.servers:
+            try:
+                reply = self._stub.ask_sync(*question, limit)
+            except (dnswire.Timeout, dnswire.Unanswered, OSError) as exc:
+                return self._settle_stub(key, question[1], exc)
+            return self._settle_stub(key, question[1], reply)
         qname = _qname(key[0])
         if qname is None:
             return Answer(Status.NXDOMAIN)
-        limit = self.lifetime if lifetime is None else min(lifetime, self.lifetime)
         try:
             result = self._sync.resolve(
                 qname, key[1], lifetime=limit, raise_on_no_answer=False, search=False
@@ -245,19 +252,26 @@ class Resolver:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch(self, key: Key) -> Answer:
-        qtype = dnswire.QTYPES.get(key[1])
-        wire = dnswire.encode_name(key[0]) if qtype is not None else None
-        if qtype is None or wire is None or not self._stub.servers:
+        question = _stub_question(key)
+        if question is None or not self._stub.servers:
             return await self._fetch_general(key)
         try:
-            reply = await self._stub.ask(wire, qtype, self.lifetime)
-        except dnswire.Timeout:
+            reply = await self._stub.ask(*question, self.lifetime)
+        except (dnswire.Timeout, dnswire.Unanswered, OSError) as exc:
+            return self._settle_stub(key, question[1], exc)
+        return self._settle_stub(key, question[1], reply)
+
+    def _settle_stub(
+        self, key: Key, qtype: int, outcome: dnswire.Reply | BaseException
+    ) -> Answer:
+        """Turn what the stub client got into an Answer, and cache it."""
+        if isinstance(outcome, dnswire.Reply):
+            answer = self._from_reply(key[0], qtype, outcome)
+        elif isinstance(outcome, dnswire.Timeout):
             answer = Answer(Status.TIMEOUT)
-        except (dnswire.Unanswered, OSError) as exc:
-            logger.debug("dns %s %s failed: %r", key[0], key[1], exc)
-            answer = Answer(Status.ERROR)
         else:
-            answer = self._from_reply(key[0], qtype, reply)
+            logger.debug("dns %s %s failed: %r", key[0], key[1], outcome)
+            answer = Answer(Status.ERROR)
         logger.debug("dns %s %s: %s %s", key[0], key[1], answer.status, answer.records)
         self._cache.put(key, answer, answer.ttl)
         return answer
@@ -427,6 +441,13 @@ def _use_nameservers(
 
 def _key(name: str, rdtype: str) -> Key:
     return name.rstrip(".").lower(), rdtype.upper()
+
+
+def _stub_question(key: Key) -> tuple[bytes, int] | None:
+    """(wire name, type) when the stub client can ask it; None otherwise."""
+    qtype = dnswire.QTYPES.get(key[1])
+    wire = dnswire.encode_name(key[0]) if qtype is not None else None
+    return None if wire is None or qtype is None else (wire, qtype)
 
 
 def _qname(name: str) -> dns.name.Name | None:

@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,16 +106,18 @@ def query(qid: int, qname: bytes, qtype: int) -> bytes:
 
 
 class Ids:
-    """Query ids from os.urandom, read 256 at a time."""
+    """Query ids from os.urandom, read 256 at a time; threads may share."""
 
     def __init__(self) -> None:
         self._pool = memoryview(b"")
+        self._lock = threading.Lock()
 
     def next(self) -> int:
-        if len(self._pool) < 2:
-            self._pool = memoryview(os.urandom(512))
-        value = int.from_bytes(self._pool[:2], "big")
-        self._pool = self._pool[2:]
+        with self._lock:
+            if len(self._pool) < 2:
+                self._pool = memoryview(os.urandom(512))
+            value = int.from_bytes(self._pool[:2], "big")
+            self._pool = self._pool[2:]
         return value
 
 
@@ -125,26 +128,45 @@ class StubClient:
 
     async def ask(self, qname: bytes, qtype: int, lifetime: float) -> Reply:
         """The first usable reply to (qname, qtype) from the servers."""
-        deadline = time.monotonic() + lifetime
-        servers = list(self.servers)
-        while servers:
-            for server in list(servers):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Timeout
-                try:
-                    reply = await self._attempt(
-                        server, qname, qtype, min(remaining, _ATTEMPT_SECONDS)
-                    )
-                except TimeoutError:
-                    continue
-                except (OSError, WireError):
-                    servers.remove(server)
-                    continue
-                if reply.rcode in (NOERROR, NXDOMAIN):
-                    return reply
-                servers.remove(server)  # it will not answer this any better
-        raise Unanswered
+        turns = _Turns(self.servers, lifetime)
+        while True:
+            server, timeout = turns.next()
+            try:
+                reply = await self._attempt(server, qname, qtype, timeout)
+            except TimeoutError:
+                continue
+            except (OSError, WireError):
+                reply = None
+            if turns.usable(server, reply):
+                assert reply is not None
+                return reply
+
+    def ask_sync(self, qname: bytes, qtype: int, lifetime: float) -> Reply:
+        """The blocking twin of `ask`, for code that runs in a thread."""
+        turns = _Turns(self.servers, lifetime)
+        while True:
+            server, timeout = turns.next()
+            try:
+                reply = self._attempt_sync(server, qname, qtype, timeout)
+            except TimeoutError:
+                continue
+            except (OSError, WireError):
+                reply = None
+            if turns.usable(server, reply):
+                assert reply is not None
+                return reply
+
+    def _attempt_sync(
+        self, server: tuple[str, int], qname: bytes, qtype: int, timeout: float
+    ) -> Reply:
+        qid = self._ids.next()
+        message = query(qid, qname, qtype)
+        deadline = time.monotonic() + timeout
+        raw = _udp_sync(server, message, qid, deadline)
+        try:
+            return parse(raw, qid, qname, qtype)
+        except _Truncated:
+            return parse(_tcp_sync(server, message, deadline), qid, qname, qtype)
 
     async def _attempt(
         self, server: tuple[str, int], qname: bytes, qtype: int, timeout: float
@@ -158,6 +180,34 @@ class StubClient:
             except _Truncated:
                 raw = await _tcp(server, message)
                 return parse(raw, qid, qname, qtype)
+
+
+class _Turns:
+    """The servers in turn until the lifetime is spent. A server that
+    fails a question (SERVFAIL, REFUSED, an unreadable reply) is not asked
+    it again; one that does not answer is, in its turn."""
+
+    def __init__(self, servers: Sequence[tuple[str, int]], lifetime: float) -> None:
+        self.servers = list(servers)
+        self.deadline = time.monotonic() + lifetime
+        self.turn = 0
+
+    def next(self) -> tuple[tuple[str, int], float]:
+        if not self.servers:
+            raise Unanswered
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise Timeout
+        server = self.servers[self.turn % len(self.servers)]
+        self.turn += 1
+        return server, min(remaining, _ATTEMPT_SECONDS)
+
+    def usable(self, server: tuple[str, int], reply: Reply | None) -> bool:
+        """Whether `reply` answers the question; drops the server if not."""
+        if reply is not None and reply.rcode in (NOERROR, NXDOMAIN):
+            return True
+        self.servers.remove(server)
+        return False
 
 
 class _Truncated(WireError):
@@ -177,6 +227,32 @@ async def _udp(server: tuple[str, int], message: bytes, qid: int) -> bytes:
             # Another query's late reply, or a forgery: keep waiting.
             if len(raw) >= 2 and int.from_bytes(raw[:2], "big") == qid:
                 return raw
+
+
+def _udp_sync(
+    server: tuple[str, int], message: bytes, qid: int, deadline: float
+) -> bytes:
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect(server)
+        sock.sendall(message)
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            raw = sock.recv(65535)
+            if len(raw) >= 2 and int.from_bytes(raw[:2], "big") == qid:
+                return raw
+
+
+def _tcp_sync(server: tuple[str, int], message: bytes, deadline: float) -> bytes:
+    timeout = max(deadline - time.monotonic(), 0.001)
+    with socket.create_connection(server, timeout=timeout) as sock:
+        sock.sendall(len(message).to_bytes(2, "big") + message)
+        stream = sock.makefile("rb")
+        length = int.from_bytes(stream.read(2), "big")
+        raw = stream.read(length)
+        if len(raw) != length:
+            raise WireError("the server closed the TCP connection")
+        return raw
 
 
 async def _tcp(server: tuple[str, int], message: bytes) -> bytes:
