@@ -285,14 +285,11 @@ def _parse(raw: bytes, qid: int, qname: bytes, qtype: int) -> Reply:
         raise _Truncated
     if questions != 1:
         raise WireError("not a reply to this question")
-    offset = 12
-    asked, offset = read_name(raw, offset)
-    rtype, rclass = _QUESTION_TAIL.unpack_from(raw, offset)
-    offset += 4
-    if asked.lower() != _wire_text(qname).lower() or (rtype, rclass) != (
-        qtype,
-        _CLASS_IN,
-    ):
+    # The question is the first name of the message, so never compressed;
+    # lower() folds only letters (a label length is at most 63, below "A").
+    question = qname + _QUESTION_TAIL.pack(qtype, _CLASS_IN)
+    offset = 12 + len(question)
+    if raw[12:offset].lower() != question.lower():
         raise WireError("the reply is to another question")
     reply = Reply(flags & 0x000F)
     for _ in range(answers):
@@ -395,8 +392,3 @@ def _label(raw: bytes) -> str:
         else:
             out.append(f"\\{byte:03d}")
     return "".join(out)
-
-
-def _wire_text(qname: bytes) -> str:
-    text, _ = read_name(qname, 0)
-    return text

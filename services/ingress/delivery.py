@@ -271,8 +271,7 @@ class Delivery:
                 except RouteUnreachable as exc:
                     tried.append(exc.message)
                 except RouteError as exc:
-                    refused = RecipientResult(exc.code, exc.message)
-                    return dict.fromkeys(recipients, refused)
+                    return _refused(recipients, exc)
             if not addresses.found:
                 tried.append(f"{host}: no address ({addresses.status})")
         detail = "; ".join(tried) or "only this gateway is listed"
@@ -287,7 +286,7 @@ class Delivery:
                 route, item.sender, recipients, body, prepend=item.prepend
             )
         except RouteError as exc:
-            return {r: RecipientResult(exc.code, exc.message) for r in recipients}
+            return _refused(recipients, exc)
 
     def _routes(self, recipients: list[str]) -> dict[Route | Direct, list[str]]:
         """Group recipients by the route their domain is delivered to."""
@@ -310,6 +309,11 @@ class Delivery:
         attempts = msg.metadata.num_delivered or 1
         delay = self.env.delivery_retry_base * 2 ** (attempts - 1)
         return float(min(delay, self.env.delivery_retry_max))
+
+
+def _refused(recipients: list[str], exc: RouteError) -> dict[str, RecipientResult]:
+    """The route's refusal of the whole message, as every recipient's."""
+    return dict.fromkeys(recipients, RecipientResult(exc.code, exc.message))
 
 
 def _expired(last: RecipientResult | None) -> RecipientResult:

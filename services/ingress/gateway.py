@@ -332,9 +332,7 @@ class Gateway:
             ms = (time.perf_counter() - started) * 1000
             check = Check(request.stage.value, Result.TEMPFAIL, ms, str(exc))
             verdict = Verdict(Outcome.TEMPFAIL, checks=[check])
-        elapsed = time.perf_counter() - started
-        metrics.STAGE_SECONDS.labels(stage=request.stage.value).observe(elapsed)
-        self._record(session, request.stage, verdict)
+        self._record(session, request.stage, verdict, started)
         return verdict
 
     async def _check_here(self, stage: Stage, session: GatewaySession) -> Verdict:
@@ -343,12 +341,15 @@ class Gateway:
         ctx = SessionContext(session.bus, self.view.lists)
         steps = session_checks.STEPS[stage]
         verdict = await evaluate(steps, ctx, self.settings, stage.value)
-        elapsed = time.perf_counter() - started
-        metrics.STAGE_SECONDS.labels(stage=stage.value).observe(elapsed)
-        self._record(session, stage, verdict)
+        self._record(session, stage, verdict, started)
         return verdict
 
-    def _record(self, session: GatewaySession, stage: Stage, verdict: Verdict) -> None:
+    def _record(
+        self, session: GatewaySession, stage: Stage, verdict: Verdict, started: float
+    ) -> None:
+        """Time the stage and keep its checks for the decision record."""
+        elapsed = time.perf_counter() - started
+        metrics.STAGE_SECONDS.labels(stage=stage.value).observe(elapsed)
         tx = session.transaction
         checks = tx.checks if tx else session.checks
         checks.extend((stage, check) for check in verdict.checks)
